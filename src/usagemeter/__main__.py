@@ -1,0 +1,5 @@
+"""`python -m usagemeter` runs the CLI."""
+
+from usagemeter.cli import app
+
+app()

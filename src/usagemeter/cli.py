@@ -1,0 +1,158 @@
+"""The `usagemeter` command line: database lifecycle and type generation (typer + rich)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, NoReturn
+
+import psycopg
+import typer
+from psycopg import conninfo
+from rich.console import Console
+from rich.table import Table
+
+from usagemeter import db, embedded, errors, migrate, settings, sql, typegen
+
+app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
+db_app = typer.Typer(help="Migrate, inspect, start and stop the database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="PostgreSQL URL. Default: $USAGEMETER_DATABASE_URL, then $DATABASE_URL, then the embedded PostgreSQL.",
+        show_default=False,
+    ),
+]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so context managers stop the embedded server cleanly."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _embedded_server() -> embedded.EmbeddedPostgres:
+    return embedded.EmbeddedPostgres(settings.Settings().data_dir / "postgres")
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for printing."""
+    params = conninfo.conninfo_to_dict(url)
+    params.pop("password", None)
+    return conninfo.make_conninfo("", **params)
+
+
+@contextmanager
+def database(url: str | None) -> Iterator[str]:
+    """The database to use: the given URL, the environment's, or a migrated embedded PostgreSQL."""
+    url = url or settings.Settings().database_url
+    if url:
+        yield url
+        return
+    _stop_on_sigterm()
+    with _embedded_server() as server:
+        with db.connect(server.url(), autocommit=True) as conn:
+            migrate.migrate(conn)
+        yield server.url()
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Known failures become one clear line and exit code 1, not a traceback."""
+    try:
+        yield
+    except errors.UsagemeterError as failure:
+        _fail(str(failure))
+    except psycopg.OperationalError as failure:
+        _fail(f"cannot reach the database: {str(failure).strip()}")
+
+
+def _print_status(conn: psycopg.Connection[tuple[object, ...]], target: str) -> int:
+    """Print the migration table; returns how many are pending or changed."""
+    major, full = conn.execute(sql.queries["server_version"]).fetchone() or (0, "?")
+    table = Table(title=f"Migrations on {target} (PostgreSQL {full})", title_justify="left")
+    table.add_column("version")
+    table.add_column("name")
+    table.add_column("status")
+    colours = {"applied": "green", "pending": "yellow", "changed": "bold red"}
+    outstanding = 0
+    for state in migrate.states(conn, migrate.discover_migrations()):
+        table.add_row(state.migration.version, state.migration.name, f"[{colours[state.status]}]{state.status}[/]")
+        outstanding += state.status != "applied"
+    out.print(table)
+    if major and int(str(major)) < 15:
+        err.print("[yellow]warning:[/] PostgreSQL 15 or newer is required (NULLS NOT DISTINCT).")
+    return outstanding
+
+
+@db_app.command("migrate")
+def db_migrate(database_url: DatabaseUrlOption = None) -> None:
+    """Apply the Supabase shim where needed and every pending migration, then show the status."""
+    with reported_errors(), database(database_url) as url, db.connect(url, autocommit=True) as conn:
+        applied = migrate.migrate(conn)
+        out.print(f"Applied {len(applied)} migration(s)." if applied else "Database is up to date.")
+        _print_status(conn, safe_url(url))
+
+
+@db_app.command("status")
+def db_status(database_url: DatabaseUrlOption = None) -> None:
+    """List applied, pending and changed migrations; exit 1 when any is pending or changed."""
+    with reported_errors(), database(database_url) as url, db.connect(url, autocommit=True) as conn:
+        if _print_status(conn, safe_url(url)):
+            raise typer.Exit(1)
+
+
+@db_app.command("up")
+def db_up() -> None:
+    """Start the embedded PostgreSQL (if not running), migrate it, print its URL and leave it running."""
+    server = _embedded_server()
+    with reported_errors():
+        url = server.start()
+        with db.connect(url, autocommit=True) as conn:
+            migrate.migrate(conn)
+    err.print(f"embedded PostgreSQL running in {server.data_dir}; stop it with `usagemeter db down`")
+    out.print(url, highlight=False, soft_wrap=True)
+
+
+@db_app.command("down")
+def db_down() -> None:
+    """Stop the embedded PostgreSQL started by `usagemeter db up`."""
+    server = _embedded_server()
+    with reported_errors():
+        was_running = server.is_running()
+        server.stop()
+    err.print("embedded PostgreSQL stopped" if was_running else "embedded PostgreSQL was not running")
+
+
+@app.command("gen-types")
+def gen_types(
+    lang: Annotated[typegen.Language, typer.Option("--lang", help="typescript or python")] = "typescript",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; default stdout")] = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Generate types from the live, migrated database (Supabase TypeScript format, or Python models)."""
+    with reported_errors(), database(database_url) as url, db.connect(url) as conn:
+        text = typegen.render(typegen.introspect(conn), lang)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}")

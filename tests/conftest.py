@@ -1,0 +1,93 @@
+"""Test databases: one migrated template per run, and a fresh clone of it for every test.
+
+The server is $USAGEMETER_TEST_DATABASE_URL or $DATABASE_URL when set (CI points it at the
+machine's PostgreSQL 15), otherwise an embedded PostgreSQL started for the run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+
+from usagemeter import db, embedded, migrate
+
+
+def _create_database(server_url: str, name: str, *, template: str | None = None) -> None:
+    with db.connect(server_url, autocommit=True) as conn:
+        if template is None:
+            conn.execute(pgsql.SQL("create database {}").format(pgsql.Identifier(name)))
+        else:
+            conn.execute(
+                pgsql.SQL("create database {} template {}").format(pgsql.Identifier(name), pgsql.Identifier(template))
+            )
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    with db.connect(server_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("drop database if exists {} with (force)").format(pgsql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on the server under test."""
+    given = os.environ.get("USAGEMETER_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    server = embedded.EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "pgdata")
+    with server:
+        yield server.url()
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str) -> Iterator[str]:
+    """A database migrated once per run; every test clones it."""
+    name = f"um_tpl_{uuid.uuid4().hex[:10]}"
+    _create_database(server_url, name)
+    try:
+        with db.connect(db.with_database(server_url, name), autocommit=True) as conn:
+            migrate.migrate(conn)
+        yield name
+    finally:
+        _drop_database(server_url, name)
+
+
+@pytest.fixture
+def empty_database(server_url: str) -> Iterator[str]:
+    """URL of a new, empty, unmigrated database, dropped after the test."""
+    name = f"um_e_{uuid.uuid4().hex[:12]}"
+    _create_database(server_url, name)
+    try:
+        yield db.with_database(server_url, name)
+    finally:
+        _drop_database(server_url, name)
+
+
+@pytest.fixture
+def database_url(server_url: str, template_database: str) -> Iterator[str]:
+    """URL of a fresh migrated database, cloned from the template and dropped after the test."""
+    name = f"um_t_{uuid.uuid4().hex[:12]}"
+    _create_database(server_url, name, template=template_database)
+    try:
+        yield db.with_database(server_url, name)
+    finally:
+        _drop_database(server_url, name)
+
+
+@pytest.fixture
+def owner(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection as the table owner (bypasses RLS): for arranging data, never for asserting policies."""
+    with db.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
