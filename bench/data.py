@@ -79,8 +79,9 @@ PICK_SUBJECTS = """
 select
   (select t.id from public.tenants t join public.usage_events e on e.tenant_id = t.id
     group by t.id order by count(*) desc limit 1),
-  (select m.user_id from public.tenant_members m group by m.user_id having count(*) = 3
-    order by m.user_id limit 1),
+  (select m.user_id from public.tenant_members m
+    join (select tenant_id, count(*) as events from public.usage_events group by tenant_id) as s using (tenant_id)
+    group by m.user_id having count(*) = 3 order by sum(s.events) desc, m.user_id limit 1),
   (select e.user_id from public.usage_events e where e.tenant_id is null
     group by e.user_id order by count(*) desc limit 1)
 """
@@ -88,7 +89,7 @@ select
 
 @dataclass(frozen=True)
 class Subjects:
-    """Who the queries run as: the largest tenant, a member of three tenants, a personal user."""
+    """Who queries run as: the largest tenant, the busiest member of three tenants, the busiest personal user."""
 
     largest_tenant: uuid.UUID
     member_of_three: uuid.UUID
