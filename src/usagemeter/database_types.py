@@ -71,7 +71,7 @@ class UsageEventsRow(BaseModel):
     created_at: datetime
     """When the event happened; set by the database for authenticated callers."""
     id: UUID
-    """Event id."""
+    """Event id: chosen by the recorder (uuid v4) so retries are safe, or gen_random_uuid()."""
     idempotency_key: str | None
     """Caller-chosen retry key, unique per (tenant_id, user_id): a retried write with the same key stores nothing new."""
     metadata: Json

@@ -27,6 +27,25 @@ class Identity:
     role: RequestRole
     claims: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """A hashable form, to group the events of one identity into one write."""
+        return self.role, json.dumps(dict(self.claims), sort_keys=True, default=str)
+
+    @property
+    def user_id(self) -> uuid.UUID | None:
+        """The `sub` claim: the user this identity acts as, if any."""
+        sub = self.claims.get("sub")
+        return uuid.UUID(str(sub)) if sub else None
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any]) -> Identity:
+        """An identity from verified JWT claims; their `role` decides the database role (default authenticated)."""
+        role = claims.get("role", "authenticated")
+        if role not in ("anon", "authenticated", "service_role"):
+            raise ValueError(f"claims role must be anon, authenticated or service_role, got {role!r}")
+        return cls(role=role, claims=dict(claims))
+
     @classmethod
     def user(cls, user_id: uuid.UUID, *, email: str | None = None) -> Identity:
         """A signed-in user, with the claims a Supabase access token carries."""

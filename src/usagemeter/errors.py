@@ -25,3 +25,45 @@ class MigrationChanged(MigrationError):
 
 class EmbeddedServerError(UsagemeterError):
     """The embedded PostgreSQL could not be initialised, started or stopped."""
+
+
+class InvalidEvent(UsagemeterError, ValueError):
+    """An event breaks a rule (the same rules as the database CHECKs); nothing was written.
+
+    `index` is the event's position in its batch (0 for a single event), `field` the offending field.
+    """
+
+    def __init__(self, message: str, *, index: int = 0, field: str | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.field = field
+
+
+class EventRejected(UsagemeterError):
+    """The database refused an event (row-level security, unknown tenant or user); nothing of its batch was written."""
+
+    def __init__(self, message: str, *, index: int = 0, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.sqlstate = sqlstate
+
+
+class IdempotencyConflict(UsagemeterError):
+    """An idempotency key was reused with a different payload: a retry must repeat the original event."""
+
+    def __init__(self, message: str, *, index: int = 0, existing_id: object = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.existing_id = existing_id
+
+
+class DatabaseUnavailable(UsagemeterError):
+    """The database could not be reached after retries; with record(), nothing or everything was written."""
+
+
+class Backpressure(UsagemeterError):
+    """The enqueue buffer and spool are full and the policy is to raise rather than block."""
+
+
+class RecorderClosed(UsagemeterError):
+    """The recorder was closed; it takes no more events."""

@@ -172,7 +172,7 @@ def test_cross_tenant_read_with_explicit_filter_returns_zero_rows(owner: psycopg
     assert rows == []
 
 
-def test_users_cannot_choose_id_or_created_at(owner: psycopg.Connection[Any]) -> None:
+def test_users_cannot_choose_created_at(owner: psycopg.Connection[Any]) -> None:
     alice = factories.add_user(owner)
     with pytest.raises(pgerrors.InsufficientPrivilege), acting_as(owner, Identity.user(alice)):
         owner.execute(

@@ -11,7 +11,7 @@ from usagemeter import errors, migrate
 
 def test_shipped_migrations_follow_supabase_naming_and_order() -> None:
     found = migrate.discover_migrations()
-    assert [m.name for m in found] == ["create_tenants", "create_usage_events"]
+    assert [m.name for m in found][:2] == ["create_tenants", "create_usage_events"]
     assert [m.version for m in found] == sorted(m.version for m in found)
     assert all(len(m.version) == 14 for m in found)
 

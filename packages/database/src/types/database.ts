@@ -94,7 +94,7 @@ export type Database = {
           action: string
           /** When the event happened; set by the database for authenticated callers. */
           created_at: string
-          /** Event id. */
+          /** Event id: chosen by the recorder (uuid v4) so retries are safe, or gen_random_uuid(). */
           id: string
           /** Caller-chosen retry key, unique per (tenant_id, user_id): a retried write with the same key stores nothing new. */
           idempotency_key: string | null
@@ -118,7 +118,7 @@ export type Database = {
           action: string
           /** When the event happened; set by the database for authenticated callers. */
           created_at?: string
-          /** Event id. */
+          /** Event id: chosen by the recorder (uuid v4) so retries are safe, or gen_random_uuid(). */
           id?: string
           /** Caller-chosen retry key, unique per (tenant_id, user_id): a retried write with the same key stores nothing new. */
           idempotency_key?: string | null
@@ -142,7 +142,7 @@ export type Database = {
           action?: string
           /** When the event happened; set by the database for authenticated callers. */
           created_at?: string
-          /** Event id. */
+          /** Event id: chosen by the recorder (uuid v4) so retries are safe, or gen_random_uuid(). */
           id?: string
           /** Caller-chosen retry key, unique per (tenant_id, user_id): a retried write with the same key stores nothing new. */
           idempotency_key?: string | null

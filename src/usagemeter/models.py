@@ -1,0 +1,151 @@
+"""UsageEvent: one event to record, validated in Python by exactly the rules the database CHECKs enforce.
+
+Validating first gives callers an error naming the field before any round trip, and keeps a bad
+event out of a batch; the database still enforces the same rules for every other writer. A
+property test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+ACTION_PATTERN = re.compile(r"[a-z0-9_-]+:[a-z0-9_-]+:[a-z0-9_-]+")
+ACTION_MAX_LENGTH = 200
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+METADATA_MAX_BYTES = 16384
+INT4_MAX = 2**31 - 1
+
+TokenCount = Annotated[StrictInt, Field(ge=0, le=INT4_MAX)]
+
+
+def _jsonb_number(value: int | float) -> str:
+    """A number as jsonb prints it: numeric without exponent, and no negative zero."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("metadata numbers must be finite (JSON has no NaN or Infinity)")
+        decimal = Decimal(repr(value))
+        text = format(decimal, "f")
+        return text.lstrip("-") if decimal == 0 else text
+    return str(value)
+
+
+def _jsonb_string(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("metadata strings cannot contain NUL (\\u0000): PostgreSQL text cannot store it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as failure:
+        raise ValueError("metadata strings must be valid Unicode (no lone surrogates)") from failure
+    return json.dumps(value, ensure_ascii=False)
+
+
+def jsonb_text(value: object) -> str:
+    """The text PostgreSQL prints for `value::jsonb::text`, so the 16 KiB limit is measured as the CHECK does."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int | float):
+        return _jsonb_number(value)
+    if isinstance(value, str):
+        return _jsonb_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(jsonb_text(item) for item in value) + "]"
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise ValueError("metadata keys must be strings")
+        # jsonb orders keys by length, then bytes; the text length does not depend on the order.
+        return "{" + ", ".join(f"{_jsonb_string(k)}: {jsonb_text(v)}" for k, v in value.items()) + "}"
+    raise ValueError(
+        f"metadata values must be JSON (object, array, string, number, boolean, null), not {type(value).__name__}"
+    )
+
+
+class UsageEvent(BaseModel):
+    """One usage event, as the application hands it to the recorder.
+
+    `module_id` defaults to the action's first segment. `created_at` may only be given by the
+    service role (backfills, late events); users' events are stamped by the database.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: str
+    user_id: uuid.UUID | None = None
+    tenant_id: uuid.UUID | None = None
+    module_id: str | None = None
+    tokens_input: TokenCount = 0
+    tokens_output: TokenCount = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    created_at: datetime | None = None
+
+    @field_validator("action")
+    @classmethod
+    def _action_format(cls, action: str) -> str:
+        if len(action) > ACTION_MAX_LENGTH or ACTION_PATTERN.fullmatch(action) is None:
+            raise ValueError(
+                f"expected <module>:<domain>:<verb>, three segments of a-z 0-9 _ -, at most {ACTION_MAX_LENGTH}"
+                f" characters (e.g. agency:scope:generate), got {action[:60]!r}"
+            )
+        return action
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_is_object(cls, metadata: object) -> object:
+        if metadata is None:
+            return {}
+        if not isinstance(metadata, dict):
+            raise ValueError(f"must be a JSON object, got {type(metadata).__name__}")
+        return metadata
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        size = len(jsonb_text(metadata).encode("utf-8"))
+        if size > METADATA_MAX_BYTES:
+            raise ValueError(f"is {size} bytes as JSON text, more than the {METADATA_MAX_BYTES} allowed")
+        return metadata
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _idempotency_key(cls, key: str | None) -> str | None:
+        if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+            raise ValueError(f"must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters, got {len(key)}")
+        if key is not None and "\x00" in key:
+            raise ValueError("cannot contain NUL (\\u0000)")
+        return key
+
+    @field_validator("created_at")
+    @classmethod
+    def _created_at_has_zone(cls, created_at: datetime | None) -> datetime | None:
+        if created_at is not None and created_at.tzinfo is None:
+            raise ValueError("needs a time zone (naive datetimes are ambiguous)")
+        return created_at
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UsageEvent:
+        module = self.action.split(":", 1)[0]
+        if self.module_id is None:
+            object.__setattr__(self, "module_id", module)
+        elif self.module_id != module:
+            raise ValueError(f"module_id {self.module_id!r} must equal the action's first segment {module!r}")
+        if self.tenant_id is None and self.user_id is None:
+            raise ValueError("an event needs a tenant_id or a user_id (personal events need the user)")
+        if self.tokens_input + self.tokens_output > INT4_MAX:
+            raise ValueError(f"tokens_input + tokens_output must not exceed {INT4_MAX}")
+        return self
+
+    @property
+    def tokens_total(self) -> int:
+        return self.tokens_input + self.tokens_output

@@ -1,0 +1,252 @@
+"""The recordUsage service: how applications write usage (sync and async faces over one implementation).
+
+    with Recorder("postgresql://...") as recorder:                  # acts as the service role
+        me = recorder.as_user(verified_jwt_claims)                    # acts as that user, under RLS
+        me.record(action="agency:scope:generate", user_id=None, tenant_id=tenant, tokens_input=812)
+
+What happens on failure, for every write path:
+- retry by the caller: give an `idempotency_key`; the same key with the same payload returns the
+  original event with `duplicate=True`, with another payload raises IdempotencyConflict.
+- dropped connection or server restart: the write is retried on a new connection (RetryPolicy);
+  each event's id is fixed before the first attempt, so a commit whose answer was lost is found,
+  not doubled. After the last attempt: DatabaseUnavailable, and the caller cannot know; retry
+  with the same idempotency key to be sure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pydantic
+from psycopg_pool import ConnectionPool
+
+from usagemeter import errors, group_commit, retry, settings, writer
+from usagemeter.db import Identity
+from usagemeter.models import UsageEvent
+from usagemeter.writer import Recorded
+
+__all__ = ["AsyncRecorder", "Recorded", "Recorder", "UsageEvent", "validate_events"]
+
+
+def _invalid(failure: pydantic.ValidationError, index: int) -> errors.InvalidEvent:
+    first = failure.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    message = str(first["msg"]).removeprefix("Value error, ")
+    where = f"{field}: " if field else ""
+    return errors.InvalidEvent(f"event {index}: {where}{message}", index=index, field=field)
+
+
+def validate_events(items: Iterable[UsageEvent | Mapping[str, Any]]) -> list[UsageEvent]:
+    """Validate every event before anything is written; the first invalid one raises InvalidEvent with its index."""
+    events: list[UsageEvent] = []
+    for index, item in enumerate(items):
+        if isinstance(item, UsageEvent):
+            events.append(item)
+            continue
+        try:
+            events.append(UsageEvent.model_validate(item))
+        except pydantic.ValidationError as failure:
+            raise _invalid(failure, index) from None
+    return events
+
+
+class _Engine:
+    """What all faces of one recorder share: the pool, the retry policy and the group-commit writer."""
+
+    def __init__(self, database_url: str, *, pool_size: int, policy: retry.RetryPolicy, max_batch: int) -> None:
+        self.policy = policy
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "application_name": "usagemeter"},
+            timeout=5.0,
+            name="usagemeter",
+            open=True,
+        )
+        self.committer = group_commit.GroupCommitter(self.pool, policy=policy, max_batch=max_batch)
+
+    def close(self) -> None:
+        self.committer.close()
+        self.pool.close()
+
+
+class Recorder:
+    """Records usage events into PostgreSQL as one identity (the service role unless narrowed by as_user).
+
+    Parameters
+    ----------
+    database_url:
+        PostgreSQL URL; default $USAGEMETER_DATABASE_URL, then $DATABASE_URL.
+    pool_size:
+        Connections shared by record_many and the group-commit writer.
+    retry_policy:
+        How long writes ride out dropped connections and restarts.
+    max_batch:
+        Most events the group-commit writer puts in one transaction.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        pool_size: int = 4,
+        retry_policy: retry.RetryPolicy | None = None,
+        max_batch: int = 1000,
+    ) -> None:
+        url = database_url or settings.Settings().database_url
+        if not url:
+            raise errors.ConfigurationError("no database: pass database_url or set USAGEMETER_DATABASE_URL")
+        self._engine = _Engine(
+            url, pool_size=pool_size, policy=retry_policy or retry.RetryPolicy(), max_batch=max_batch
+        )
+        self._owns_engine = True
+        self.identity = Identity.service()
+
+    @classmethod
+    def _face(cls, engine: _Engine, identity: Identity) -> Recorder:
+        face = cls.__new__(cls)
+        face._engine = engine
+        face._owns_engine = False
+        face.identity = identity
+        return face
+
+    # -- identities ---------------------------------------------------------------------------
+
+    def as_user(self, user: uuid.UUID | Mapping[str, Any]) -> Recorder:
+        """The same recorder acting as a user: a user id, or the verified claims of their JWT.
+
+        Every write then runs as role `authenticated` with those claims, so RLS lets it record only
+        as that user, personal or into their tenants, whatever the caller passes.
+        """
+        identity = Identity.user(user) if isinstance(user, uuid.UUID) else Identity.from_claims(user)
+        return self._face(self._engine, identity)
+
+    def as_service(self) -> Recorder:
+        """The same recorder acting as the service role (bypasses RLS: backends only)."""
+        return self._face(self._engine, Identity.service())
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _event(self, fields: Mapping[str, Any]) -> UsageEvent:
+        if fields.get("user_id") is None and self.identity.user_id is not None:
+            fields = {**fields, "user_id": self.identity.user_id}
+        return validate_events([fields])[0]
+
+    def record(
+        self,
+        *,
+        action: str,
+        user_id: uuid.UUID | None,
+        tenant_id: uuid.UUID | None = None,
+        module_id: str | None = None,
+        tokens_input: int = 0,
+        tokens_output: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        created_at: datetime | None = None,
+    ) -> Recorded:
+        """Record one event and return once it is committed (sharing the commit with concurrent callers).
+
+        `user_id=None` acting as a user means that user. Raises InvalidEvent, EventRejected,
+        IdempotencyConflict or DatabaseUnavailable.
+        """
+        event = self._event(
+            {
+                "action": action,
+                "user_id": user_id,
+                "tenant_id": tenant_id,
+                "module_id": module_id,
+                "tokens_input": tokens_input,
+                "tokens_output": tokens_output,
+                "metadata": metadata,
+                "idempotency_key": idempotency_key,
+                "created_at": created_at,
+            }
+        )
+        return self._engine.committer.submit(self.identity, writer.Pending.of(event)).result()
+
+    def record_many(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
+        """Record a batch atomically in one round trip; results in input order.
+
+        Every event is validated first (InvalidEvent names the index); a refusal by the database
+        (EventRejected, IdempotencyConflict) names the index too, and then nothing was written.
+        """
+        items = [self._with_default_user(e) for e in events]
+        batch = [writer.Pending.of(e) for e in validate_events(items)]
+        if not batch:
+            return []
+        return retry.with_connection(
+            self._engine.pool, self._engine.policy, lambda conn: writer.write_batch(conn, self.identity, batch)
+        )
+
+    def _with_default_user(self, item: UsageEvent | Mapping[str, Any]) -> UsageEvent | Mapping[str, Any]:
+        if self.identity.user_id is None or isinstance(item, UsageEvent) or item.get("user_id") is not None:
+            return item
+        return {**item, "user_id": self.identity.user_id}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit what is queued and close the pool (faces from as_user share it and close with it)."""
+        if self._owns_engine:
+            self._engine.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncRecorder:
+    """The asyncio face of Recorder: the same engine, awaited instead of blocked on."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        pool_size: int = 4,
+        retry_policy: retry.RetryPolicy | None = None,
+        max_batch: int = 1000,
+    ) -> None:
+        self._sync = Recorder(database_url, pool_size=pool_size, retry_policy=retry_policy, max_batch=max_batch)
+
+    @classmethod
+    def _wrapping(cls, recorder: Recorder) -> AsyncRecorder:
+        face = cls.__new__(cls)
+        face._sync = recorder
+        return face
+
+    @property
+    def identity(self) -> Identity:
+        return self._sync.identity
+
+    def as_user(self, user: uuid.UUID | Mapping[str, Any]) -> AsyncRecorder:
+        return self._wrapping(self._sync.as_user(user))
+
+    def as_service(self) -> AsyncRecorder:
+        return self._wrapping(self._sync.as_service())
+
+    async def record(self, **fields: object) -> Recorded:
+        """As Recorder.record; awaits the group commit without blocking the event loop."""
+        event = self._sync._event({"user_id": None, **fields})
+        future = self._sync._engine.committer.submit(self._sync.identity, writer.Pending.of(event))
+        return await asyncio.wrap_future(future)
+
+    async def record_many(self, events: Sequence[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
+        """As Recorder.record_many, in a worker thread."""
+        return await asyncio.to_thread(self._sync.record_many, events)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._sync.close)
+
+    async def __aenter__(self) -> AsyncRecorder:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
