@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import pydantic
 from psycopg_pool import ConnectionPool
 
@@ -183,6 +184,20 @@ class Recorder:
         return retry.with_connection(
             self._engine.pool, self._engine.policy, lambda conn: writer.write_batch(conn, self.identity, batch)
         )
+
+    def record_each(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> list[Recorded | errors.UsagemeterError]:
+        """Record valid events independently: one commit, a savepoint each, so a refused event fails alone.
+
+        For imports where one bad row must not stop the others; results (or errors) in input order.
+        """
+        items = [self._with_default_user(e) for e in events]
+        batch = [writer.Pending.of(e) for e in validate_events(items)]
+
+        def write(conn: psycopg.Connection[Any]) -> list[Recorded | errors.UsagemeterError]:
+            with conn.transaction():
+                return writer.write_each(conn, self.identity, batch)
+
+        return retry.with_connection(self._engine.pool, self._engine.policy, write)
 
     def _with_default_user(self, item: UsageEvent | Mapping[str, Any]) -> UsageEvent | Mapping[str, Any]:
         if self.identity.user_id is None or isinstance(item, UsageEvent) or item.get("user_id") is not None:

@@ -13,12 +13,19 @@ import pytest
 from usagemeter import embedded, migrate
 
 
-def usagemeter(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def usagemeter(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "USAGEMETER_DATABASE_URL")}
     environment["COLUMNS"] = "200"
     environment.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "usagemeter", *args], capture_output=True, text=True, env=environment, timeout=180
+        [sys.executable, "-m", "usagemeter", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=180,
+        input=stdin if stdin is not None else "",
     )
 
 
