@@ -73,10 +73,10 @@ class EmbeddedPostgres:
     left running on exit.
     """
 
-    def __init__(self, data_dir: Path, *, bin_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, *, bin_dir: Path | None = None, port: int | None = None) -> None:
         self.data_dir = data_dir.expanduser().resolve()
         self.bin_dir = bin_dir or wheel_bin_dir()
-        self.port: int | None = None
+        self.port = port
         self.started_here = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -105,7 +105,7 @@ class EmbeddedPostgres:
                     ],
                     os_user,
                 )
-            self.port = free_port()
+            self.port = self.port or free_port()  # a restart keeps the port, so clients' URLs stay valid
             server_options = f"-p {self.port} -h 127.0.0.1 -c unix_socket_directories=''"
             self._run(
                 "pg_ctl",

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from psycopg_pool import ConnectionPool
 
 from usagemeter import errors, retry, writer
@@ -86,35 +84,16 @@ class GroupCommitter:
                 return
 
     def _commit(self, batch: list[_Request]) -> None:
-        groups: dict[tuple[str, str], list[_Request]] = defaultdict(list)
-        for request in batch:
-            groups[request.identity.key].append(request)
+        items = [(request.identity, request.pending) for request in batch]
         try:
-            outcomes = retry.with_connection(self._pool, self._policy, lambda conn: self._write(conn, groups))
+            outcomes = retry.with_connection(self._pool, self._policy, lambda conn: writer.write_groups(conn, items))
         except Exception as failure:  # DatabaseUnavailable, or a bug: it must reach the callers, not kill the writer
             for request in batch:
                 request.future.set_exception(failure)
             return
         self.commits += 1
-        for request, outcome in outcomes:
+        for request, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 request.future.set_exception(outcome)
             else:
                 request.future.set_result(outcome)
-
-    @staticmethod
-    def _write(
-        conn: psycopg.Connection[Any], groups: dict[tuple[str, str], list[_Request]]
-    ) -> list[tuple[_Request, writer.Recorded | errors.UsagemeterError]]:
-        outcomes: list[tuple[_Request, writer.Recorded | errors.UsagemeterError]] = []
-        with conn.transaction():
-            for requests in groups.values():
-                identity = requests[0].identity
-                pendings = [r.pending for r in requests]
-                results: list[writer.Recorded] | list[writer.Recorded | errors.UsagemeterError]
-                try:
-                    results = writer.write_batch(conn, identity, pendings, locate_refusal=False)
-                except (errors.EventRejected, errors.IdempotencyConflict, errors.InvalidEvent):
-                    results = writer.write_each(conn, identity, pendings)
-                outcomes.extend(zip(requests, results, strict=True))
-        return outcomes

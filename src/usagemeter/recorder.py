@@ -16,16 +16,20 @@ What happens on failure, for every write path:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pydantic
 from psycopg_pool import ConnectionPool
 
-from usagemeter import errors, group_commit, retry, settings, writer
+from usagemeter import enqueuer, errors, group_commit, retry, settings, spool, writer
 from usagemeter.db import Identity
 from usagemeter.models import UsageEvent
 from usagemeter.writer import Recorded
@@ -55,10 +59,42 @@ def validate_events(items: Iterable[UsageEvent | Mapping[str, Any]]) -> list[Usa
     return events
 
 
-class _Engine:
-    """What all faces of one recorder share: the pool, the retry policy and the group-commit writer."""
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """Fire-and-forget settings: where the spool lives and what happens when buffer and spool are full."""
 
-    def __init__(self, database_url: str, *, pool_size: int, policy: retry.RetryPolicy, max_batch: int) -> None:
+    spool_dir: Path | None = None
+    max_buffer: int = 100_000
+    max_spool_bytes: int = 1 << 30
+    on_full: enqueuer.OnFull = "block"
+    write_policy: retry.RetryPolicy = field(
+        default_factory=lambda: retry.RetryPolicy(attempts=2, connect_timeout_s=1.0)
+    )  # short: when the database is down, spool quickly rather than hold events in memory
+
+
+def default_spool_dir(database_url: str) -> Path:
+    """One spool per database under the data directory, so two databases never share one."""
+    digest = hashlib.sha256(database_url.encode("utf-8")).hexdigest()[:16]
+    return settings.Settings().data_dir / "spool" / digest
+
+
+class _Engine:
+    """What all faces of one recorder share: the pool, the retry policy, group commit and the enqueue flusher."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        pool_size: int,
+        policy: retry.RetryPolicy,
+        max_batch: int,
+        enqueue_options: EnqueueOptions,
+    ) -> None:
+        self.database_url = database_url
+        self.max_batch = max_batch
+        self.enqueue_options = enqueue_options
+        self._enqueuer: enqueuer.Enqueuer | None = None
+        self._enqueuer_lock = threading.Lock()
         self.policy = policy
         self.pool: ConnectionPool[Any] = ConnectionPool(
             database_url,
@@ -70,8 +106,37 @@ class _Engine:
             open=True,
         )
         self.committer = group_commit.GroupCommitter(self.pool, policy=policy, max_batch=max_batch)
+        if self._spool_dir().joinpath("spool.jsonl").exists():
+            self.get_enqueuer()  # events left by an earlier process: replay them now
+
+    def _spool_dir(self) -> Path:
+        return self.enqueue_options.spool_dir or default_spool_dir(self.database_url)
+
+    def get_enqueuer(self) -> enqueuer.Enqueuer:
+        """The flusher, started on first use (or at start when the spool holds events)."""
+        with self._enqueuer_lock:
+            if self._enqueuer is None:
+                options = self.enqueue_options
+                self._enqueuer = enqueuer.Enqueuer(
+                    self.pool,
+                    spool.Spool(self._spool_dir(), max_bytes=options.max_spool_bytes),
+                    max_buffer=options.max_buffer,
+                    on_full=options.on_full,
+                    max_batch=self.max_batch,
+                    write_policy=options.write_policy,
+                )
+            return self._enqueuer
+
+    @property
+    def counters(self) -> enqueuer.Counters:
+        return self._enqueuer.counters if self._enqueuer is not None else enqueuer.Counters()
+
+    def flush(self, timeout: float | None) -> bool:
+        return self._enqueuer.flush(timeout) if self._enqueuer is not None else True
 
     def close(self) -> None:
+        if self._enqueuer is not None:
+            self._enqueuer.close()
         self.committer.close()
         self.pool.close()
 
@@ -88,7 +153,9 @@ class Recorder:
     retry_policy:
         How long writes ride out dropped connections and restarts.
     max_batch:
-        Most events the group-commit writer puts in one transaction.
+        Most events one transaction of the group-commit writer or the enqueue flusher holds.
+    enqueue_options:
+        Buffer, spool and backpressure settings of enqueue().
     """
 
     def __init__(
@@ -98,12 +165,17 @@ class Recorder:
         pool_size: int = 4,
         retry_policy: retry.RetryPolicy | None = None,
         max_batch: int = 1000,
+        enqueue_options: EnqueueOptions | None = None,
     ) -> None:
         url = database_url or settings.Settings().database_url
         if not url:
             raise errors.ConfigurationError("no database: pass database_url or set USAGEMETER_DATABASE_URL")
         self._engine = _Engine(
-            url, pool_size=pool_size, policy=retry_policy or retry.RetryPolicy(), max_batch=max_batch
+            url,
+            pool_size=pool_size,
+            policy=retry_policy or retry.RetryPolicy(),
+            max_batch=max_batch,
+            enqueue_options=enqueue_options or EnqueueOptions(),
         )
         self._owns_engine = True
         self.identity = Identity.service()
@@ -204,10 +276,55 @@ class Recorder:
             return item
         return {**item, "user_id": self.identity.user_id}
 
-    # -- lifecycle ----------------------------------------------------------------------------
+    def enqueue(
+        self,
+        *,
+        action: str,
+        user_id: uuid.UUID | None,
+        tenant_id: uuid.UUID | None = None,
+        module_id: str | None = None,
+        tokens_input: int = 0,
+        tokens_output: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Validate and buffer one event, returning at once; see enqueuer.py for what happens next.
+
+        As the service role the event keeps the time it was enqueued, even if it reaches the
+        database later from the spool; users' events are stamped when written. Raises InvalidEvent
+        at once for bad input, Backpressure when full and `on_full="raise"`.
+        """
+        event = self._event(
+            {
+                "action": action,
+                "user_id": user_id,
+                "tenant_id": tenant_id,
+                "module_id": module_id,
+                "tokens_input": tokens_input,
+                "tokens_output": tokens_output,
+                "metadata": metadata,
+                "idempotency_key": idempotency_key,
+                "created_at": datetime.now(UTC) if self.identity.role == "service_role" else None,
+            }
+        )
+        self._engine.get_enqueuer().put(self.identity, event)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every enqueued event is in the database; False if `timeout` passed first."""
+        return self._engine.flush(timeout)
+
+    @property
+    def counters(self) -> enqueuer.Counters:
+        """Enqueued events so far: queued, written, spooled, replayed, rejected."""
+        return self._engine.counters
+
+    # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Commit what is queued and close the pool (faces from as_user share it and close with it)."""
+        """Drain enqueued events (to the database or the spool), commit what is queued, close the pool.
+
+        Faces from as_user share the engine and close with it.
+        """
         if self._owns_engine:
             self._engine.close()
 

@@ -28,6 +28,7 @@ class RetryPolicy:
     attempts: int = 8
     first_delay_s: float = 0.05
     max_delay_s: float = 2.0
+    connect_timeout_s: float = 5.0
 
     def delays(self) -> Iterator[float]:
         delay = self.first_delay_s
@@ -41,7 +42,7 @@ def with_connection(pool: ConnectionPool[Any], policy: RetryPolicy, work: Callab
     delays = policy.delays()
     while True:
         try:
-            with pool.connection() as conn:
+            with pool.connection(timeout=policy.connect_timeout_s) as conn:
                 return work(conn)
         except TRANSIENT as failure:
             delay = next(delays, None)

@@ -197,3 +197,30 @@ def write_each(
         except (errors.EventRejected, errors.IdempotencyConflict, errors.InvalidEvent) as failure:
             outcomes.append(failure)
     return outcomes
+
+
+def write_groups(
+    conn: psycopg.Connection[Any], items: Sequence[tuple[Identity, Pending]]
+) -> list[Recorded | errors.UsagemeterError]:
+    """Write events of several identities in one transaction, a savepoint per identity.
+
+    For writers that batch unrelated callers (group commit, the enqueue flusher): when the database
+    refuses a group, its events are written one by one so only the refused ones fail. Outcomes
+    come back in input order.
+    """
+    positions: dict[tuple[str, str], list[int]] = {}
+    for position, (identity, _) in enumerate(items):
+        positions.setdefault(identity.key, []).append(position)
+    outcomes: list[Recorded | errors.UsagemeterError | None] = [None] * len(items)
+    with conn.transaction():
+        for group in positions.values():
+            identity = items[group[0]][0]
+            batch = [items[p][1] for p in group]
+            results: Sequence[Recorded | errors.UsagemeterError]
+            try:
+                results = write_batch(conn, identity, batch, locate_refusal=False)
+            except (errors.EventRejected, errors.IdempotencyConflict, errors.InvalidEvent):
+                results = write_each(conn, identity, batch)
+            for position, result in zip(group, results, strict=True):
+                outcomes[position] = result
+    return [o for o in outcomes if o is not None]
