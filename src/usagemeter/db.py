@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterator, Mapping
@@ -32,9 +33,9 @@ class Identity:
         """A hashable form, to group the events of one identity into one write."""
         return self.role, json.dumps(dict(self.claims), sort_keys=True, default=str)
 
-    @property
+    @functools.cached_property
     def user_id(self) -> uuid.UUID | None:
-        """The `sub` claim: the user this identity acts as, if any."""
+        """The `sub` claim: the user this identity acts as, if any (parsed once)."""
         sub = self.claims.get("sub")
         return uuid.UUID(str(sub)) if sub else None
 

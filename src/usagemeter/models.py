@@ -71,6 +71,51 @@ def jsonb_text(value: object) -> str:
     )
 
 
+# Where json.dumps and jsonb may print differently (exponents, negative zero), or a NUL may hide.
+_MEASURE_EXACTLY = ("e+", "e-", "-0.0", "\\u0000")
+
+
+class JsonObject(dict[str, Any]):
+    """A validated metadata object that remembers its JSON text, so it is serialised once, not twice."""
+
+    __slots__ = ("json_text",)
+
+    def __init__(self, value: dict[str, Any], json_text: str) -> None:
+        super().__init__(value)
+        self.json_text = json_text
+
+
+def metadata_json(metadata: dict[str, Any]) -> str:
+    """The JSON text to send for `metadata` (computed once by validation when possible)."""
+    return metadata.json_text if isinstance(metadata, JsonObject) else json.dumps(metadata)
+
+
+def validated_metadata(metadata: dict[str, Any]) -> JsonObject:
+    """Check what the database's metadata CHECKs check, and keep the JSON text for sending.
+
+    json.dumps (C) prints what jsonb prints except for some floats: jsonb writes numbers without
+    exponent and zero without sign. When the text holds an exponent, a negative zero or an escaped
+    NUL, the size is measured exactly (jsonb_text), which also refuses NUL in strings.
+    """
+    try:
+        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ValueError("metadata numbers must be finite (JSON has no NaN or Infinity)") from None
+    except TypeError as failure:
+        raise ValueError(
+            f"metadata values must be JSON (object, array, string, number, boolean, null): {failure}"
+        ) from None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("metadata strings must be valid Unicode (no lone surrogates)") from None
+    if any(marker in text for marker in _MEASURE_EXACTLY):
+        size = len(jsonb_text(metadata).encode("utf-8"))
+    if size > METADATA_MAX_BYTES:
+        raise ValueError(f"is {size} bytes as JSON text, more than the {METADATA_MAX_BYTES} allowed")
+    return JsonObject(metadata, text)
+
+
 class UsageEvent(BaseModel):
     """One usage event, as the application hands it to the recorder.
 
@@ -112,10 +157,7 @@ class UsageEvent(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, metadata: dict[str, Any]) -> dict[str, Any]:
-        size = len(jsonb_text(metadata).encode("utf-8"))
-        if size > METADATA_MAX_BYTES:
-            raise ValueError(f"is {size} bytes as JSON text, more than the {METADATA_MAX_BYTES} allowed")
-        return metadata
+        return validated_metadata(metadata)
 
     @field_validator("idempotency_key")
     @classmethod

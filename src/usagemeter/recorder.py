@@ -45,10 +45,10 @@ def _invalid(failure: pydantic.ValidationError, index: int) -> errors.InvalidEve
     return errors.InvalidEvent(f"event {index}: {where}{message}", index=index, field=field)
 
 
-def validate_events(items: Iterable[UsageEvent | Mapping[str, Any]]) -> list[UsageEvent]:
-    """Validate every event before anything is written; the first invalid one raises InvalidEvent with its index."""
+def validate_events(items: Iterable[UsageEvent | Mapping[str, Any]], *, offset: int = 0) -> list[UsageEvent]:
+    """Validate events; the first invalid one raises InvalidEvent with its index (counted from `offset`)."""
     events: list[UsageEvent] = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(items, start=offset):
         if isinstance(item, UsageEvent):
             events.append(item)
             continue
@@ -76,6 +76,10 @@ def default_spool_dir(database_url: str) -> Path:
     """One spool per database under the data directory, so two databases never share one."""
     digest = hashlib.sha256(database_url.encode("utf-8")).hexdigest()[:16]
     return settings.Settings().data_dir / "spool" / digest
+
+
+def _prepare(items: Sequence[UsageEvent | Mapping[str, Any]], offset: int) -> list[writer.Pending]:
+    return [writer.Pending.of(event) for event in validate_events(items, offset=offset)]
 
 
 class _Engine:
@@ -241,20 +245,23 @@ class Recorder:
                 "created_at": created_at,
             }
         )
-        return self._engine.committer.submit(self.identity, writer.Pending.of(event)).result()
+        ticket = group_commit.Ticket(self.identity, writer.Pending.of(event))
+        return self._engine.committer.submit(ticket).wait()
 
     def record_many(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
         """Record a batch atomically in one round trip; results in input order.
 
-        Every event is validated first (InvalidEvent names the index); a refusal by the database
-        (EventRejected, IdempotencyConflict) names the index too, and then nothing was written.
+        An invalid event (InvalidEvent) or a refusal by the database (EventRejected,
+        IdempotencyConflict) names its index, and then nothing was written. Events are validated
+        chunk by chunk while earlier chunks are already on their way to the server, in one
+        transaction that an error rolls back.
         """
         items = [self._with_default_user(e) for e in events]
-        batch = [writer.Pending.of(e) for e in validate_events(items)]
-        if not batch:
+        if not items:
             return []
+        batch = writer.ChunkedBatch(items, _prepare)
         return retry.with_connection(
-            self._engine.pool, self._engine.policy, lambda conn: writer.write_batch(conn, self.identity, batch)
+            self._engine.pool, self._engine.policy, lambda conn: writer.write_atomically(conn, self.identity, batch)
         )
 
     def record_each(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> list[Recorded | errors.UsagemeterError]:
@@ -335,6 +342,15 @@ class Recorder:
         self.close()
 
 
+def _resolve(future: asyncio.Future[Recorded], outcome: group_commit.Outcome) -> None:
+    if future.cancelled():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 class AsyncRecorder:
     """The asyncio face of Recorder: the same engine, awaited instead of blocked on."""
 
@@ -367,8 +383,14 @@ class AsyncRecorder:
     async def record(self, **fields: object) -> Recorded:
         """As Recorder.record; awaits the group commit without blocking the event loop."""
         event = self._sync._event({"user_id": None, **fields})
-        future = self._sync._engine.committer.submit(self._sync.identity, writer.Pending.of(event))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Recorded] = loop.create_future()
+
+        def settled(outcome: group_commit.Outcome) -> None:
+            loop.call_soon_threadsafe(_resolve, future, outcome)
+
+        self._sync._engine.committer.submit(group_commit.Ticket(self._sync.identity, writer.Pending.of(event), settled))
+        return await future
 
     async def record_many(self, events: Sequence[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
         """As Recorder.record_many, in a worker thread."""

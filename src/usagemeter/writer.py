@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import errors as pgerrors
 
 from usagemeter import errors, sql
 from usagemeter.db import Identity, acting_as
-from usagemeter.models import UsageEvent
+from usagemeter.models import UsageEvent, metadata_json
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,36 @@ class Recorded:
     duplicate: bool
 
 
-@dataclass(frozen=True)
-class Pending:
-    """An event with the id it will be stored under, fixed before the first attempt."""
+class ChunkedBatch:
+    """A batch prepared chunk by chunk as it is written (validation overlapping the server's work).
+
+    Prepared chunks are kept, so a retry after a dropped connection sends the very same events
+    with the very same ids. `prepare` turns raw items into Pending events, raising for bad ones.
+    """
+
+    def __init__(
+        self, items: Sequence[Any], prepare: Callable[[Sequence[Any], int], list[Pending]], *, size: int = 0
+    ) -> None:
+        self._items = items
+        self._prepare = prepare
+        self._size = size or PIPELINE_CHUNK
+        self._prepared: list[list[Pending]] = []
+
+    def chunks(self) -> Iterator[list[Pending]]:
+        yield from list(self._prepared)
+        start = len(self._prepared) * self._size
+        while start < len(self._items):
+            chunk = self._prepare(self._items[start : start + self._size], start)
+            self._prepared.append(chunk)
+            yield chunk
+            start += self._size
+
+    def all(self) -> list[Pending]:
+        return [pending for chunk in self.chunks() for pending in chunk]
+
+
+class Pending(NamedTuple):
+    """An event with the id it will be stored under, fixed before the first attempt (a tuple: cheap per event)."""
 
     id: uuid.UUID
     event: UsageEvent
@@ -42,6 +69,9 @@ class Pending:
     def of(cls, event: UsageEvent) -> Pending:
         return cls(uuid.uuid4(), event)
 
+
+# Rows per INSERT in the fast path: small enough that building one overlaps the server inserting the last.
+PIPELINE_CHUNK = 100
 
 # Database refusals that concern the data, not the connection: the batch is refused, retrying won't help.
 REFUSALS = (pgerrors.InsufficientPrivilege, pgerrors.IntegrityError, pgerrors.DataError)
@@ -77,7 +107,7 @@ def _columns(batch: Sequence[Pending]) -> dict[str, list[Any]]:
         "module_ids": [e.module_id for e in events],
         "tokens_input": [e.tokens_input for e in events],
         "tokens_output": [e.tokens_output for e in events],
-        "metadata": [json.dumps(e.metadata) for e in events],
+        "metadata": [metadata_json(e.metadata) for e in events],
         "idempotency_keys": [e.idempotency_key for e in events],
         "created_at": [e.created_at for e in events],
     }
@@ -96,17 +126,22 @@ def _same_payload(event: UsageEvent, stored: tuple[Any, ...]) -> bool:
     )
 
 
-def _insert(conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending]) -> list[Recorded]:
-    """Insert in the current transaction; resolve rows that were skipped as already stored."""
-    timed = any(p.event.created_at is not None for p in batch)
+def _check_created_at(identity: Identity, batch: Sequence[Pending]) -> bool:
+    """Whether the batch sets created_at, which only the service role may (users cannot backdate usage)."""
+    timed = [i for i, p in enumerate(batch) if p.event.created_at is not None]
     if timed and identity.role != "service_role":
-        index = next(i for i, p in enumerate(batch) if p.event.created_at is not None)
         raise errors.InvalidEvent(
-            f"event {index}: created_at may only be set by the service role"
+            f"event {timed[0]}: created_at may only be set by the service role"
             " (users' events are stamped by the database)",
-            index=index,
+            index=timed[0],
             field="created_at",
         )
+    return bool(timed)
+
+
+def _insert(conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending]) -> list[Recorded]:
+    """Insert in the current transaction; resolve rows that were skipped as already stored."""
+    timed = _check_created_at(identity, batch)
     query = sql.queries["insert_events_with_created_at" if timed else "insert_events"]
     columns = _columns(batch)
     stored = dict(conn.execute(query, columns).fetchall())
@@ -153,6 +188,39 @@ def _resolve_by_key(conn: psycopg.Connection[Any], batch: Sequence[Pending], ind
     return resolved
 
 
+def write_fast(
+    conn: psycopg.Connection[Any], groups: Sequence[tuple[Identity, Iterable[Sequence[Pending]]]]
+) -> list[Recorded]:
+    """The common case in one round trip: plain inserts of every group in one pipelined transaction.
+
+    Each group comes as chunks, sent as soon as they are built (and, for record_many, validated),
+    so the server inserts one while the next is prepared. Raises, storing nothing, when anything
+    is off (a refusal, a used id or key, an invalid event); callers then take the careful path,
+    which sorts out retries, duplicates and refusals event by event.
+    """
+    written: list[Pending] = []
+    with conn.pipeline(), conn.transaction():
+        clock: psycopg.Cursor[Any] | None = None
+        for identity, chunks in groups:
+            claims = json.dumps(dict(identity.claims))
+            cursor = conn.execute(sql.queries["become_request_identity"], {"role": identity.role, "claims": claims})
+            clock = clock or cursor
+            for chunk in chunks:
+                timed = _check_created_at(identity, chunk)
+                query = sql.queries["insert_events_plain_with_created_at" if timed else "insert_events_plain"]
+                conn.execute(query, _columns(chunk))
+                written.extend(chunk)
+    assert clock is not None
+    row = clock.fetchone()
+    assert row is not None
+    now: datetime = row[2]
+    return [Recorded(p.id, p.event.created_at or now, duplicate=False) for p in written]
+
+
+def chunked(batch: Sequence[Pending], size: int = PIPELINE_CHUNK) -> list[Sequence[Pending]]:
+    return [batch[start : start + size] for start in range(0, len(batch), size)]
+
+
 def write_batch(
     conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending], *, locate_refusal: bool = True
 ) -> list[Recorded]:
@@ -186,6 +254,14 @@ def _first_refused(
     return 0, describe_refusal(failure)
 
 
+def write_atomically(conn: psycopg.Connection[Any], identity: Identity, batch: ChunkedBatch) -> list[Recorded]:
+    """A batch all or nothing: the one-round-trip path, or the careful one when that meets anything unusual."""
+    try:
+        return write_fast(conn, [(identity, batch.chunks())])
+    except REFUSALS:
+        return write_batch(conn, identity, batch.all())
+
+
 def write_each(
     conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending]
 ) -> list[Recorded | errors.UsagemeterError]:
@@ -212,6 +288,15 @@ def write_groups(
     for position, (identity, _) in enumerate(items):
         positions.setdefault(identity.key, []).append(position)
     outcomes: list[Recorded | errors.UsagemeterError | None] = [None] * len(items)
+    groups = [(items[group[0]][0], chunked([items[p][1] for p in group])) for group in positions.values()]
+    try:
+        fast = write_fast(conn, groups)
+    except (*REFUSALS, errors.InvalidEvent):
+        pass  # something is off somewhere: the careful path below finds what
+    else:
+        for position, recorded in zip((p for group in positions.values() for p in group), fast, strict=True):
+            outcomes[position] = recorded
+        return [o for o in outcomes if o is not None]
     with conn.transaction():
         for group in positions.values():
             identity = items[group[0]][0]

@@ -3,7 +3,8 @@
 
 -- become_request_identity --
 -- What Supabase's API layer does per request: switch role and set the JWT claims, for this transaction only.
-select set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true)
+-- Also returns now(), the created_at of rows this transaction writes without one.
+select set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true), now()
 
 -- drop_request_identity --
 -- Back to the session's own role and no claims, for the rest of the current transaction.
@@ -156,3 +157,25 @@ from unnest(%(tenant_ids)s::uuid[], %(user_ids)s::uuid[], %(idempotency_keys)s::
   with ordinality as k(tenant_id, user_id, idempotency_key, ord)
 join public.usage_events as e
   on e.idempotency_key = k.idempotency_key and e.user_id is null and k.user_id is null and e.tenant_id = k.tenant_id
+
+-- insert_events_plain --
+-- The fast path: append a chunk with no conflict handling (a used id or key fails the statement and the
+-- careful path, insert_events, takes over). Binary parameters: cheaper to send than text arrays.
+insert into public.usage_events
+  (id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, idempotency_key)
+select * from unnest(
+  %(ids)b::uuid[], %(tenant_ids)b::uuid[], %(user_ids)b::uuid[], %(actions)b::text[], %(module_ids)b::text[],
+  %(tokens_input)b::int[], %(tokens_output)b::int[], %(metadata)b::jsonb[], %(idempotency_keys)b::text[]
+)
+
+-- insert_events_plain_with_created_at --
+-- The fast path for the service role, which may set created_at.
+insert into public.usage_events
+  (id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, idempotency_key, created_at)
+select id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, idempotency_key,
+       coalesce(created_at, now())
+from unnest(
+  %(ids)b::uuid[], %(tenant_ids)b::uuid[], %(user_ids)b::uuid[], %(actions)b::text[], %(module_ids)b::text[],
+  %(tokens_input)b::int[], %(tokens_output)b::int[], %(metadata)b::jsonb[], %(idempotency_keys)b::text[],
+  %(created_at)b::timestamptz[]
+) as e(id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, idempotency_key, created_at)

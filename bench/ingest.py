@@ -1,0 +1,207 @@
+"""Ingest speed: our write paths against COPY (the raw limit) and a naive per-event commit, in one run.
+
+    python bench/ingest.py [--rows N] [--json] [--database-url URL]
+
+Same table, same indexes, emptied before each phase:
+(a) COPY of pre-built rows as the table owner (the raw limit);
+(b) naive: one INSERT + commit per event, what a spec-level recordUsage does;
+(c) record_many in batches of 1000 as a signed-in user (RLS on);
+(d) 32 threads calling record() as that user, sharing commits (group commit);
+(e) enqueue(): throughput until flushed, and the caller's cost per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from bench import harness
+from usagemeter import db
+from usagemeter.recorder import EnqueueOptions, Recorder
+
+COLUMNS = ("tenant_id", "user_id", "action", "module_id", "tokens_input", "tokens_output", "metadata")
+NAIVE_INSERT = (
+    "insert into public.usage_events (tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata)"
+    " values (%s, %s, %s, %s, %s, %s, %s)"
+)
+ACTION = "agency:scope:generate"
+METADATA = {"model": "gpt-bench", "request": "r-000000"}
+
+
+def empty_table(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("truncate public.usage_events")
+    conn.execute("checkpoint")
+
+
+def rows_per_s(rows: int, work: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    work()
+    return rows / (time.perf_counter() - started)
+
+
+def copy_rows(conn: psycopg.Connection[Any], tenant: uuid.UUID, user: uuid.UUID, rows: int) -> float:
+    prebuilt = [(tenant, user, ACTION, "agency", i % 4000, i % 1500, json.dumps(METADATA)) for i in range(rows)]
+
+    def work() -> None:
+        with (
+            conn.transaction(),
+            conn.cursor() as cur,
+            cur.copy(f"copy public.usage_events ({', '.join(COLUMNS)}) from stdin") as copy,
+        ):
+            for row in prebuilt:
+                copy.write_row(row)
+
+    return rows_per_s(rows, work)
+
+
+def naive_inserts(url: str, tenant: uuid.UUID, user: uuid.UUID, rows: int) -> float:
+    with db.connect(url, autocommit=True) as conn:
+
+        def work() -> None:
+            for i in range(rows):
+                conn.execute(NAIVE_INSERT, (tenant, user, ACTION, "agency", i % 4000, i % 1500, json.dumps(METADATA)))
+
+        return rows_per_s(rows, work)
+
+
+def event(tenant: uuid.UUID, i: int) -> dict[str, Any]:
+    return {"action": ACTION, "tenant_id": tenant, "tokens_input": i % 4000, "tokens_output": i % 1500,
+            "metadata": METADATA}  # fmt: skip
+
+
+def batches_as_user(recorder: Recorder, tenant: uuid.UUID, rows: int, batch: int = 1000) -> float:
+    events = [event(tenant, i) for i in range(rows)]
+
+    def work() -> None:
+        for start in range(0, rows, batch):
+            recorder.record_many(events[start : start + batch])
+
+    return rows_per_s(rows, work)
+
+
+def group_commit(recorder: Recorder, tenant: uuid.UUID, rows: int, threads: int = 32) -> float:
+    per_thread = rows // threads
+
+    def caller() -> None:
+        for i in range(per_thread):
+            recorder.record(user_id=None, **event(tenant, i))
+
+    def work() -> None:
+        workers = [threading.Thread(target=caller) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    return rows_per_s(per_thread * threads, work)
+
+
+def enqueue(recorder: Recorder, tenant: uuid.UUID, user: uuid.UUID, rows: int) -> tuple[float, float]:
+    caller_s = 0.0
+    started = time.perf_counter()
+    for i in range(rows):
+        before = time.perf_counter()
+        recorder.enqueue(action=ACTION, user_id=user, tenant_id=tenant, tokens_input=i % 4000, metadata=METADATA)
+        caller_s += time.perf_counter() - before
+    if not recorder.flush(timeout=600):
+        raise RuntimeError("enqueued events were not flushed within 10 minutes")
+    return rows / (time.perf_counter() - started), caller_s / rows * 1e6
+
+
+def count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("select count(*) from public.usage_events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000, help="rows for COPY, batches and enqueue")
+    parser.add_argument("--naive-rows", type=int, default=2_000)
+    parser.add_argument("--group-rows", type=int, default=19_200)
+    parser.add_argument("--json", action="store_true", help="print only the JSON summary")
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    console = Console(stderr=True, quiet=args.json)
+    results: dict[str, float] = {}
+
+    with (
+        harness.server(args.database_url) as server_url,
+        harness.scratch_database(server_url) as url,
+        db.connect(url, autocommit=True) as owner,
+    ):
+        description = harness.server_description(owner)
+        tenant = owner.execute(
+            "insert into public.tenants (name, slug) values ('Bench', 'bench') returning id"
+        ).fetchone()
+        user = owner.execute("insert into auth.users (id) values (gen_random_uuid()) returning id").fetchone()
+        assert tenant is not None
+        assert user is not None
+        tenant_id, user_id = tenant[0], user[0]
+        owner.execute("insert into public.tenant_members (tenant_id, user_id) values (%s, %s)", (tenant_id, user_id))
+        spool_dir = Path(tempfile.mkdtemp(prefix="usagemeter-bench-spool-"))
+        with Recorder(url, enqueue_options=EnqueueOptions(spool_dir=spool_dir)) as recorder:
+            me = recorder.as_user(user_id)
+            phases: list[tuple[str, int, Callable[[], float]]] = [
+                ("copy", args.rows, lambda: copy_rows(owner, tenant_id, user_id, args.rows)),
+                ("naive", args.naive_rows, lambda: naive_inserts(url, tenant_id, user_id, args.naive_rows)),
+                ("batch", args.rows, lambda: batches_as_user(me, tenant_id, args.rows)),
+                ("group_commit", args.group_rows, lambda: group_commit(me, tenant_id, args.group_rows)),
+            ]
+            for name, expected, run in phases:
+                empty_table(owner)
+                console.print(f"{name}: {expected:,} rows")
+                results[name] = run()
+                assert count(owner) == expected, f"{name} stored {count(owner)} rows, expected {expected}"
+            empty_table(owner)
+            console.print(f"enqueue: {args.rows:,} rows")
+            results["enqueue"], results["enqueue_us"] = enqueue(recorder, tenant_id, user_id, args.rows)
+            assert count(owner) == args.rows
+
+    table = Table(title=f"Ingest ({description})", title_justify="left")
+    for column in ("path", "rows/s", "vs COPY", "vs naive"):
+        table.add_column(column, justify="right" if column != "path" else "left")
+    labels = {
+        "copy": "(a) COPY as owner",
+        "naive": "(b) INSERT + commit per event",
+        "batch": "(c) record_many x1000 as user (RLS)",
+        "group_commit": "(d) 32 threads record(), group commit",
+        "enqueue": "(e) enqueue until flushed",
+    }
+    for key, label in labels.items():
+        rate = results[key]
+        table.add_row(label, f"{rate:,.0f}", f"{rate / results['copy']:.2f}x", f"{rate / results['naive']:.1f}x")
+    console.print(table)
+    console.print(f"enqueue caller cost: {results['enqueue_us']:.1f} µs per call")
+    harness.print_summary(
+        {
+            "server": description,
+            "rows": args.rows,
+            "copy_rows_per_s": round(results["copy"]),
+            "naive_rows_per_s": round(results["naive"]),
+            "batch_rows_per_s": round(results["batch"]),
+            "group_commit_rows_per_s": round(results["group_commit"]),
+            "enqueue_rows_per_s": round(results["enqueue"]),
+            "batch_vs_copy": round(results["batch"] / results["copy"], 3),
+            "group_commit_vs_naive": round(results["group_commit"] / results["naive"], 2),
+            "enqueue_us_per_call": round(results["enqueue_us"], 2),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
