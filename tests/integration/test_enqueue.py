@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from tests import factories
+from tests.servers import server_binaries
 from usagemeter import db, embedded, errors, migrate, retry
 from usagemeter.recorder import EnqueueOptions, Recorder
 
@@ -94,10 +95,10 @@ def test_full_buffer_and_spool_raise_backpressure_instead_of_dropping(tmp_path: 
     assert len((tmp_path / "spool.jsonl").read_text().splitlines()) == accepted
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[embedded.EmbeddedPostgres]:
+@pytest.fixture(params=server_binaries())
+def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[embedded.EmbeddedPostgres]:
     """A cluster of our own, to stop and start without disturbing other tests."""
-    server = embedded.EmbeddedPostgres(tmp_path / "pgdata")
+    server = embedded.EmbeddedPostgres(tmp_path / "pgdata", bin_dir=request.param)
     server.start()
     try:
         with db.connect(server.url(), autocommit=True) as conn:

