@@ -6,8 +6,10 @@ import json
 import signal
 import sys
 import uuid
+import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, NoReturn
@@ -19,8 +21,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from usagemeter import db, embedded, errors, importing, migrate, settings, sql, typegen
+from usagemeter import db, embedded, errors, importing, migrate, report_output, reports, settings, sql, typegen
 from usagemeter import recorder as recorder_module
+from usagemeter.sql import report_queries
 
 app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
 db_app = typer.Typer(help="Migrate, inspect, start and stop the database.", no_args_is_help=True)
@@ -275,3 +278,72 @@ def _counting(lines: Iterator[str], advance: Callable[[str], None]) -> Iterator[
     for line in lines:
         advance(line)
         yield line
+
+
+def _report_range(start: str | None, end: str | None, tz: str) -> tuple[datetime, datetime]:
+    """ISO dates (midnight in `tz`) or date-times; by default the current month in `tz`."""
+    try:
+        zone = zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        _fail(f"--tz: unknown time zone {tz!r} (expected an IANA name such as Europe/Paris)", code=2)
+
+    def parse(text: str, flag: str) -> datetime:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            _fail(f"{flag}: expected an ISO date or date-time such as 2026-06-01, got {text!r}", code=2)
+        return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+    today = datetime.now(zone)
+    month_start = datetime(today.year, today.month, 1, tzinfo=zone)
+    next_month = datetime(today.year + today.month // 12, today.month % 12 + 1, 1, tzinfo=zone)
+    return (parse(start, "--from") if start else month_start), (parse(end, "--to") if end else next_month)
+
+
+@app.command("report")
+def report(
+    tenant: Annotated[uuid.UUID | None, typer.Option("--tenant", help="One tenant's usage")] = None,
+    user: Annotated[uuid.UUID | None, typer.Option("--user", help="One user's personal usage (no tenant)")] = None,
+    all_visible: Annotated[bool, typer.Option("--all", help="Everything the caller may see")] = False,
+    start: Annotated[str | None, typer.Option("--from", help="ISO date; default: start of this month")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO date, exclusive; default: start of next month")] = None,
+    by: Annotated[str, typer.Option("--by", help="Comma list of action, domain, module, user")] = "",
+    bucket: Annotated[str | None, typer.Option("--bucket", help="hour, day, week or month")] = None,
+    tz: Annotated[str, typer.Option("--tz", help="IANA time zone of buckets and dates")] = "UTC",
+    action_prefix: Annotated[str | None, typer.Option("--action-prefix", help="e.g. agency: or agency:scope:")] = None,
+    top: Annotated[int | None, typer.Option("--top", help="Only the N groups with the most tokens")] = None,
+    output: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    chart: Annotated[bool, typer.Option("--chart", help="A bar chart of tokens per bucket")] = False,
+    as_user: Annotated[uuid.UUID | None, typer.Option("--as-user", help="Run as this user, under RLS")] = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Usage totals for a tenant, a user's personal usage, or all the caller may see, grouped and bucketed."""
+    if sum((tenant is not None, user is not None, all_visible)) != 1:
+        _fail("give exactly one of --tenant ID, --user ID or --all", code=2)
+    if output not in ("table", "json", "csv"):
+        _fail(f"--format: expected table, json or csv, got {output!r}", code=2)
+    if chart and bucket is None:
+        _fail("--chart needs --bucket", code=2)
+    scope = "tenant" if tenant else "user" if user else "all"
+    since, until = _report_range(start, end, tz)
+    group_by = tuple(part.strip() for part in by.split(",") if part.strip())
+    try:
+        query = reports.query_from(
+            reports.SummaryQuery, scope=scope, tenant_id=tenant, user_id=user, start=since, end=until,
+            group_by=group_by, bucket=bucket, tz=tz, top=top, action_prefix=action_prefix,
+        )  # fmt: skip
+    except reports.ReportError as failure:
+        _fail(str(failure).replace("group_by", "--by"), code=2)
+    identity = db.Identity.user(as_user) if as_user else db.Identity.service()
+    with reported_errors(), database(database_url) as url, db.connect(url) as conn:
+        rows = reports.summarize(conn, identity, query)
+    key_names = [report_queries.GROUP_COLUMNS[k][0] for k in query.group_by] + (["bucket"] if bucket else [])
+    if output == "json":
+        print(report_output.to_json(rows))
+    elif output == "csv":
+        sys.stdout.write(report_output.to_csv(rows, key_names))
+    else:
+        title = f"Usage {since.date()} to {until.date()} ({scope}{', ' + tz if bucket else ''})"
+        report_output.print_table(rows, key_names, title, out)
+    if chart:
+        report_output.print_chart(rows, tz, out if output == "table" else err)

@@ -1,0 +1,109 @@
+"""The report queries: fixed SQL fragments, picked by validated enum values and joined with psycopg.sql.
+
+Reports vary in their grouping and filters, so their SQL is composed; every fragment is a
+constant here, and every value travels as a bound parameter. Nothing a caller types becomes SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from psycopg import sql
+
+GroupKey = Literal["action", "domain", "module", "user"]
+Scope = Literal["tenant", "user", "all"]
+
+# Output name and SQL expression of each grouping.
+GROUP_COLUMNS: dict[GroupKey, tuple[str, sql.Composable]] = {
+    "action": ("action", sql.SQL("e.action")),
+    "domain": ("domain", sql.SQL("split_part(e.action, ':', 1) || ':' || split_part(e.action, ':', 2)")),
+    "module": ("module_id", sql.SQL("coalesce(e.module_id, split_part(e.action, ':', 1))")),
+    "user": ("user_id", sql.SQL("e.user_id")),
+}
+
+SCOPE_FILTERS: dict[Scope, sql.Composable] = {
+    "tenant": sql.SQL("e.tenant_id = %(tenant_id)s"),
+    "user": sql.SQL("e.tenant_id is null and e.user_id = %(user_id)s"),
+    "all": sql.SQL("true"),  # what the caller may see: RLS decides
+}
+
+# Optional filters, each used only when its parameter is given.
+OPTIONAL_FILTERS: dict[str, sql.Composable] = {
+    "action": sql.SQL("e.action = %(action)s"),
+    "action_prefix": sql.SQL("starts_with(e.action, %(action_prefix)s)"),
+    "module": sql.SQL("coalesce(e.module_id, split_part(e.action, ':', 1)) = %(module)s"),
+    "by_user": sql.SQL("e.user_id = %(by_user)s"),
+    "metadata": sql.SQL("e.metadata @> %(metadata)s::jsonb"),
+    "after": sql.SQL("(e.created_at, e.id) < (%(after_time)s, %(after_id)s)"),
+}
+
+BUCKET_EXPRESSION = sql.SQL("date_trunc(%(bucket)s, e.created_at)")
+
+USE_TIME_ZONE = "select set_config('TimeZone', %(tz)s, true)"
+
+
+def where_clause(scope: Scope, filters: Sequence[str]) -> sql.Composed:
+    parts = [SCOPE_FILTERS[scope], sql.SQL("e.created_at >= %(start)s"), sql.SQL("e.created_at < %(end)s")]
+    parts += [OPTIONAL_FILTERS[name] for name in filters]
+    return sql.SQL(" and ").join(parts)
+
+
+def summary_query(scope: Scope, filters: Sequence[str], group_by: Sequence[GroupKey], bucketed: bool) -> sql.Composed:
+    """Totals per group (and per bucket); with buckets, every group gets every bucket, zero-filled."""
+    keys: list[sql.Composable] = [
+        sql.SQL("{} as {}").format(GROUP_COLUMNS[key][1], sql.Identifier(GROUP_COLUMNS[key][0])) for key in group_by
+    ]
+    key_names = [sql.Identifier(GROUP_COLUMNS[key][0]) for key in group_by]
+    if bucketed:
+        keys.append(sql.SQL("{} as bucket").format(BUCKET_EXPRESSION))
+    select_keys = sql.SQL(", ").join(keys) if keys else sql.SQL("")
+    totals = sql.SQL(
+        "count(*)::bigint as events, coalesce(sum(e.tokens_input), 0)::bigint as tokens_input,"
+        " coalesce(sum(e.tokens_output), 0)::bigint as tokens_output,"
+        " coalesce(sum(e.tokens_total), 0)::bigint as tokens_total"
+    )
+    grouped = sql.SQL("select {keys}{comma}{totals} from public.usage_events as e where {where}{group}").format(
+        keys=select_keys,
+        comma=sql.SQL(", ") if keys else sql.SQL(""),
+        totals=totals,
+        where=where_clause(scope, filters),
+        group=sql.SQL(" group by {}").format(sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(keys))))
+        if keys
+        else sql.SQL(""),
+    )
+    if not bucketed:
+        return grouped
+    series = sql.SQL(", ").join(key_names) if key_names else sql.SQL("")
+    series_source = (
+        sql.SQL("(select distinct {} from agg) as s").format(series) if key_names else sql.SQL("(select) as s")
+    )
+    join_on = sql.SQL(" and ").join(
+        [sql.SQL("a.bucket = b.bucket")] + [sql.SQL("a.{0} is not distinct from s.{0}").format(k) for k in key_names]
+    )
+    return sql.SQL(
+        "with agg as ({grouped}),"
+        " buckets as (select generate_series(date_trunc(%(bucket)s, %(start)s::timestamptz),"
+        " %(end)s::timestamptz - interval '1 microsecond', ('1 ' || %(bucket)s)::interval) as bucket)"
+        " select {series_cols}b.bucket, coalesce(a.events, 0) as events,"
+        " coalesce(a.tokens_input, 0) as tokens_input, coalesce(a.tokens_output, 0) as tokens_output,"
+        " coalesce(a.tokens_total, 0) as tokens_total"
+        " from {series_source} cross join buckets as b left join agg as a on {join_on}"
+        " order by {order}b.bucket"
+    ).format(
+        grouped=grouped,
+        series_cols=sql.SQL("").join(sql.SQL("s.{}, ").format(k) for k in key_names),
+        series_source=series_source,
+        join_on=join_on,
+        order=sql.SQL("").join(sql.SQL("s.{}, ").format(k) for k in key_names),
+    )
+
+
+def listing_query(scope: Scope, filters: Sequence[str]) -> sql.Composed:
+    """One page of events, newest first, after the cursor when given (keyset pagination)."""
+    return sql.SQL(
+        "select e.id, e.tenant_id, e.user_id, e.action, e.module_id, e.tokens_input, e.tokens_output,"
+        " e.tokens_total, e.metadata, e.created_at"
+        " from public.usage_events as e where {where}"
+        " order by e.created_at desc, e.id desc limit %(limit)s"
+    ).format(where=where_clause(scope, filters))

@@ -1,0 +1,101 @@
+"""`usagemeter report`: scopes, groupings, formats, charts and exit codes, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests import factories
+from tests.acceptance.test_cli_database import usagemeter
+
+
+@pytest.fixture
+def usage(owner: psycopg.Connection[Any]) -> dict[str, Any]:
+    tenant, other = factories.add_tenant(owner), factories.add_tenant(owner)
+    alice, bob = factories.add_user(owner), factories.add_user(owner)
+    factories.add_member(owner, tenant, alice)
+    factories.add_member(owner, other, bob)
+    rows = [
+        (tenant, alice, "agency:scope:generate", 100, 10, datetime(2026, 6, 1, 9, tzinfo=UTC)),
+        (tenant, alice, "agency:scope:generate", 50, 5, datetime(2026, 6, 2, 9, tzinfo=UTC)),
+        (tenant, alice, "chat:message:send", 7, 3, datetime(2026, 6, 2, 23, 30, tzinfo=UTC)),
+        (other, bob, "agency:scope:generate", 9999, 1, datetime(2026, 6, 1, 9, tzinfo=UTC)),
+        (tenant, alice, "agency:scope:generate", 1, 1, datetime(2026, 7, 1, 0, tzinfo=UTC)),  # outside June
+    ]
+    for row in rows:
+        owner.execute(
+            "insert into public.usage_events (tenant_id, user_id, action, tokens_input, tokens_output, created_at)"
+            " values (%s, %s, %s, %s, %s, %s)",
+            row,
+        )
+    return {"tenant": tenant, "alice": alice}
+
+
+JUNE = ("--from", "2026-06-01", "--to", "2026-07-01")
+
+
+def test_json_by_action_for_a_tenant(database_url: str, usage: dict[str, Any]) -> None:
+    result = usagemeter(
+        "report", "--database-url", database_url, "--tenant", str(usage["tenant"]), *JUNE, "--by", "action",
+        "--format", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(json.loads(result.stdout), key=lambda r: r["action"]) == [
+        {"action": "agency:scope:generate", "events": 2, "tokens_input": 150, "tokens_output": 15, "tokens_total": 165},
+        {"action": "chat:message:send", "events": 1, "tokens_input": 7, "tokens_output": 3, "tokens_total": 10},
+    ]
+
+
+def test_day_buckets_follow_the_time_zone_and_are_zero_filled(database_url: str, usage: dict[str, Any]) -> None:
+    result = usagemeter(
+        "report", "--database-url", database_url, "--tenant", str(usage["tenant"]), "--from", "2026-06-01",
+        "--to", "2026-06-05", "--bucket", "day", "--tz", "Europe/Paris", "--format", "csv",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    # Dates are midnights in --tz; buckets start at Paris midnight (22:00 UTC in summer).
+    assert [r["bucket"] for r in rows] == [f"2026-06-0{d}T00:00:00+02:00" for d in (1, 2, 3, 4)]
+    # 23:30 UTC on June 2 is 01:30 on June 3 in Paris.
+    assert [int(r["events"]) for r in rows] == [1, 1, 1, 0]
+
+
+def test_a_member_sees_only_their_tenant_with_all(database_url: str, usage: dict[str, Any]) -> None:
+    result = usagemeter(
+        "report", "--database-url", database_url, "--all", *JUNE, "--as-user", str(usage["alice"]), "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"events": 3, "tokens_input": 157, "tokens_output": 18, "tokens_total": 175}]
+
+
+def test_table_with_chart_is_for_people(database_url: str, usage: dict[str, Any]) -> None:
+    result = usagemeter(
+        "report", "--database-url", database_url, "--all", *JUNE, "--by", "module", "--bucket", "week", "--chart",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "module_id" in result.stdout
+    assert "█" in result.stdout
+    assert "tokens per bucket (UTC)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("--all", "--by", "tenant"), "--by"),
+        (("--all", "--from", "2026-07-01", "--to", "2026-06-01"), "inverted"),
+        (("--all", "--tz", "Mars/Olympus"), "unknown time zone"),
+        (("--all", "--from", "June"), "--from"),
+        ((), "exactly one of"),
+        (("--all", "--chart"), "--chart needs --bucket"),
+        (("--all", "--bucket", "fortnight"), "bucket"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(database_url: str, arguments: tuple[str, ...], message: str) -> None:
+    result = usagemeter("report", "--database-url", database_url, *arguments)
+    assert result.returncode == 2
+    assert message in result.stderr
