@@ -103,3 +103,42 @@ class UsageEventsInsert(TypedDict):
     tokens_input: NotRequired[int]
     tokens_output: NotRequired[int]
     user_id: NotRequired[UUID | None]
+
+
+class UsageRollupHourlyRow(BaseModel):
+    """A row of usage_rollup_hourly: usage_events aggregated per UTC hour, tenant, user and action; maintained by triggers on usage_events, always exact."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str
+    """Action of the events."""
+    bucket: datetime
+    """Start of the UTC hour the events happened in (created_at truncated to the hour)."""
+    events: int
+    """Number of events."""
+    module_id: str
+    """Module of the events: the action's first segment."""
+    tenant_id: UUID | None
+    """Tenant of the events; NULL for personal usage."""
+    tokens_input: int
+    """Sum of tokens_input."""
+    tokens_output: int
+    """Sum of tokens_output."""
+    tokens_total: int
+    """Sum of tokens_total."""
+    user_id: UUID | None
+    """User of the events (NULL for tenant-level system events)."""
+
+
+class UsageRollupHourlyInsert(TypedDict):
+    """Columns to insert into usage_rollup_hourly; generated ones are absent."""
+
+    action: str
+    bucket: datetime
+    events: int
+    module_id: str
+    tenant_id: NotRequired[UUID | None]
+    tokens_input: int
+    tokens_output: int
+    tokens_total: int
+    user_id: NotRequired[UUID | None]

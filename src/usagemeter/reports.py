@@ -16,7 +16,7 @@ import json
 import uuid
 import zoneinfo
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Self, TypeVar
 
 import psycopg
@@ -135,12 +135,37 @@ def query_from(model: type[QueryModel], **fields: object) -> QueryModel:
         raise ReportError(f"{where}: {message}" if where else message) from None
 
 
+def _whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC hours inside [start, end)."""
+    floor_start = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    full_start = floor_start if floor_start == start else floor_start + timedelta(hours=1)
+    return full_start, end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def summary_source(query: SummaryQuery) -> Literal["rollup", "raw"]:
+    """Where a summary's numbers come from; both give the same numbers, the rollup much faster.
+
+    The hourly rollup serves when every bucket is made of whole UTC hours (zones whose offset is
+    a whole number of hours) and no filter needs a raw column (metadata).
+    """
+    zone = zoneinfo.ZoneInfo(query.tz)
+    offsets = (query.start.astimezone(zone).utcoffset(), query.end.astimezone(zone).utcoffset())
+    whole_hour_zone = all(offset is not None and offset % timedelta(hours=1) == timedelta(0) for offset in offsets)
+    full_start, full_end = _whole_hours(query.start, query.end)
+    if query.metadata is None and whole_hour_zone and full_start < full_end:
+        return "rollup"
+    return "raw"
+
+
 def summarize(conn: psycopg.Connection[Any], identity: Identity, query: SummaryQuery) -> list[SummaryRow]:
     """Totals as `identity` sees them (RLS applies); with a bucket, every bucket of the range, zeros included."""
+    use_rollup = summary_source(query) == "rollup"
     statement = report_queries.summary_query(
-        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None
+        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, use_rollup=use_rollup
     )
-    params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz}
+    full_start, full_end = _whole_hours(query.start, query.end)
+    params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": full_start,
+              "full_end": full_end}  # fmt: skip
     with acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(report_queries.USE_TIME_ZONE, params)
         rows = cur.execute(statement, params).fetchall()

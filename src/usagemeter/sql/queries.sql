@@ -179,3 +179,37 @@ from unnest(
   %(tokens_input)b::int[], %(tokens_output)b::int[], %(metadata)b::jsonb[], %(idempotency_keys)b::text[],
   %(created_at)b::timestamptz[]
 ) as e(id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, idempotency_key, created_at)
+
+-- rollup_differences --
+-- Groups where the hourly rollup and the raw events disagree (none when the triggers did their job).
+with raw as (
+  select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action,
+         count(*)::bigint as events, sum(tokens_input)::bigint as tokens_input,
+         sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total
+  from public.usage_events group by 1, 2, 3, 4
+), rolled as (
+  select bucket, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
+  from public.usage_rollup_hourly where events <> 0
+)
+select count(*) from (
+  select bucket, tenant_id, user_id, action
+  from ((table raw except table rolled) union all (table rolled except table raw)) as mismatched
+  group by 1, 2, 3, 4
+) as differing_groups
+
+-- lock_usage_for_rebuild --
+-- Hold writers off while the rollup is rebuilt, so no event lands between the delete and the insert.
+lock table public.usage_events in share mode
+
+-- clear_rollup --
+-- Forget the hourly rollup (the rebuild refills it in the same transaction).
+delete from public.usage_rollup_hourly
+
+-- rebuild_rollup --
+-- The hourly rollup recomputed from every raw event.
+insert into public.usage_rollup_hourly
+  (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1),
+       count(*), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+from public.usage_events
+group by 1, 2, 3, 4

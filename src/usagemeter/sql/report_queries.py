@@ -43,14 +43,53 @@ BUCKET_EXPRESSION = sql.SQL("date_trunc(%(bucket)s, e.created_at)")
 USE_TIME_ZONE = "select set_config('TimeZone', %(tz)s, true)"
 
 
-def where_clause(scope: Scope, filters: Sequence[str]) -> sql.Composed:
-    parts = [SCOPE_FILTERS[scope], sql.SQL("e.created_at >= %(start)s"), sql.SQL("e.created_at < %(end)s")]
+def where_clause(
+    scope: Scope, filters: Sequence[str], *, time_column: str = "created_at", start: str = "start", end: str = "end"
+) -> sql.Composed:
+    """Scope, time range and filters on alias `e` (the raw table, or the rollup with its `bucket`)."""
+    parts = [
+        SCOPE_FILTERS[scope],
+        sql.SQL("e.{} >= {}").format(sql.Identifier(time_column), sql.Placeholder(start)),
+        sql.SQL("e.{} < {}").format(sql.Identifier(time_column), sql.Placeholder(end)),
+    ]
     parts += [OPTIONAL_FILTERS[name] for name in filters]
     return sql.SQL(" and ").join(parts)
 
 
-def summary_query(scope: Scope, filters: Sequence[str], group_by: Sequence[GroupKey], bucketed: bool) -> sql.Composed:
-    """Totals per group (and per bucket); with buckets, every group gets every bucket, zero-filled."""
+RAW_ROWS = sql.SQL(
+    "select e.created_at, e.tenant_id, e.user_id, e.action, e.module_id, 1 as events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_events as e where {}"
+)
+ROLLUP_ROWS = sql.SQL(
+    "select e.bucket as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_hourly as e where {}"
+)
+
+
+def events_source(scope: Scope, filters: Sequence[str], *, use_rollup: bool) -> sql.Composed:
+    """The rows a summary adds up, as (created_at, ..., events, tokens...).
+
+    From the rollup: its whole hours in [full_start, full_end), plus the raw events of the partial
+    hours at either end of the range. Otherwise: the raw events of [start, end).
+    """
+    if not use_rollup:
+        return RAW_ROWS.format(where_clause(scope, filters))
+    return sql.SQL(" union all ").join(
+        [
+            ROLLUP_ROWS.format(where_clause(scope, filters, time_column="bucket", start="full_start", end="full_end")),
+            RAW_ROWS.format(where_clause(scope, filters, start="start", end="full_start")),
+            RAW_ROWS.format(where_clause(scope, filters, start="full_end", end="end")),
+        ]
+    )
+
+
+def summary_query(
+    scope: Scope, filters: Sequence[str], group_by: Sequence[GroupKey], *, bucketed: bool, use_rollup: bool
+) -> sql.Composed:
+    """Totals per group (and per bucket); with buckets, every group gets every bucket, zero-filled.
+
+    Groups whose events were all removed (zero rollup rows) are skipped, as a raw GROUP BY would.
+    """
     keys: list[sql.Composable] = [
         sql.SQL("{} as {}").format(GROUP_COLUMNS[key][1], sql.Identifier(GROUP_COLUMNS[key][0])) for key in group_by
     ]
@@ -59,18 +98,19 @@ def summary_query(scope: Scope, filters: Sequence[str], group_by: Sequence[Group
         keys.append(sql.SQL("{} as bucket").format(BUCKET_EXPRESSION))
     select_keys = sql.SQL(", ").join(keys) if keys else sql.SQL("")
     totals = sql.SQL(
-        "count(*)::bigint as events, coalesce(sum(e.tokens_input), 0)::bigint as tokens_input,"
+        "coalesce(sum(e.events), 0)::bigint as events, coalesce(sum(e.tokens_input), 0)::bigint as tokens_input,"
         " coalesce(sum(e.tokens_output), 0)::bigint as tokens_output,"
         " coalesce(sum(e.tokens_total), 0)::bigint as tokens_total"
     )
-    grouped = sql.SQL("select {keys}{comma}{totals} from public.usage_events as e where {where}{group}").format(
+    group = sql.SQL(" group by {} having sum(e.events) <> 0").format(
+        sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(keys)))
+    )
+    grouped = sql.SQL("select {keys}{comma}{totals} from ({source}) as e{group}").format(
         keys=select_keys,
         comma=sql.SQL(", ") if keys else sql.SQL(""),
         totals=totals,
-        where=where_clause(scope, filters),
-        group=sql.SQL(" group by {}").format(sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(keys))))
-        if keys
-        else sql.SQL(""),
+        source=events_source(scope, filters, use_rollup=use_rollup),
+        group=group if keys else sql.SQL(""),
     )
     if not bucketed:
         return grouped

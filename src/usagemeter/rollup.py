@@ -1,0 +1,27 @@
+"""Checking and rebuilding the hourly rollup, which triggers keep exact as events are written.
+
+A rebuild is for repairs only: after a TRUNCATE, a restore without triggers, or triggers that
+were disabled. It runs in one transaction that holds writers off (SHARE lock) until it commits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from usagemeter import sql
+
+
+def differences(conn: psycopg.Connection[Any]) -> int:
+    """How many (hour, tenant, user, action) groups disagree between rollup and raw events."""
+    row = conn.execute(sql.queries["rollup_differences"]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def rebuild(conn: psycopg.Connection[Any]) -> int:
+    """Recompute the rollup from the raw events; returns the number of rollup rows written."""
+    with conn.transaction():
+        conn.execute(sql.queries["lock_usage_for_rebuild"])
+        conn.execute(sql.queries["clear_rollup"])
+        return conn.execute(sql.queries["rebuild_rollup"]).rowcount
