@@ -8,7 +8,7 @@ import sys
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -18,10 +18,23 @@ import psycopg
 import typer
 from psycopg import conninfo
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TextColumn
 from rich.table import Table
 
-from usagemeter import db, embedded, errors, importing, migrate, report_output, reports, rollup, settings, sql, typegen
+from usagemeter import (
+    db,
+    embedded,
+    errors,
+    exporting,
+    importing,
+    migrate,
+    report_output,
+    reports,
+    rollup,
+    settings,
+    sql,
+    typegen,
+)
 from usagemeter import recorder as recorder_module
 from usagemeter.sql import report_queries
 
@@ -300,6 +313,17 @@ def _report_range(start: str | None, end: str | None, tz: str) -> tuple[datetime
     return (parse(start, "--from") if start else month_start), (parse(end, "--to") if end else next_month)
 
 
+def _scope_and_range(
+    tenant: uuid.UUID | None, user: uuid.UUID | None, all_visible: bool, start: str | None, end: str | None, tz: str
+) -> tuple[reports.Scope, datetime, datetime]:
+    """The scope flags (exactly one) and the time range, as report and export take them."""
+    if sum((tenant is not None, user is not None, all_visible)) != 1:
+        _fail("give exactly one of --tenant ID, --user ID or --all", code=2)
+    scope: reports.Scope = "tenant" if tenant else "user" if user else "all"
+    since, until = _report_range(start, end, tz)
+    return scope, since, until
+
+
 @app.command("report")
 def report(
     tenant: Annotated[uuid.UUID | None, typer.Option("--tenant", help="One tenant's usage")] = None,
@@ -318,14 +342,11 @@ def report(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Usage totals for a tenant, a user's personal usage, or all the caller may see, grouped and bucketed."""
-    if sum((tenant is not None, user is not None, all_visible)) != 1:
-        _fail("give exactly one of --tenant ID, --user ID or --all", code=2)
+    scope, since, until = _scope_and_range(tenant, user, all_visible, start, end, tz)
     if output not in ("table", "json", "csv"):
         _fail(f"--format: expected table, json or csv, got {output!r}", code=2)
     if chart and bucket is None:
         _fail("--chart needs --bucket", code=2)
-    scope = "tenant" if tenant else "user" if user else "all"
-    since, until = _report_range(start, end, tz)
     group_by = tuple(part.strip() for part in by.split(",") if part.strip())
     try:
         query = reports.query_from(
@@ -368,3 +389,64 @@ def rollup_command(
         err.print(f"[bold red]{wrong:,} rollup groups differ from the raw events[/]; run `usagemeter rollup --rebuild`")
         raise typer.Exit(1)
     out.print("the hourly rollup equals the raw events")
+
+
+@app.command("export")
+def export(
+    tenant: Annotated[uuid.UUID | None, typer.Option("--tenant", help="One tenant's events")] = None,
+    user: Annotated[uuid.UUID | None, typer.Option("--user", help="One user's personal events (no tenant)")] = None,
+    all_visible: Annotated[bool, typer.Option("--all", help="Every event the caller may see")] = False,
+    start: Annotated[str | None, typer.Option("--from", help="ISO date; default: start of this month")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO date, exclusive; default: start of next month")] = None,
+    tz: Annotated[str, typer.Option("--tz", help="IANA time zone of --from and --to")] = "UTC",
+    action_prefix: Annotated[str | None, typer.Option("--action-prefix", help="e.g. agency: or agency:scope:")] = None,
+    module: Annotated[str | None, typer.Option("--module", help="Only this module")] = None,
+    by_user: Annotated[uuid.UUID | None, typer.Option("--by-user", help="Only this user's events")] = None,
+    metadata: Annotated[
+        str | None, typer.Option("--metadata", help="Only events whose metadata contains this JSON")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; default stdout")] = None,
+    as_user: Annotated[uuid.UUID | None, typer.Option("--as-user", help="Run as this user, under RLS")] = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Stream raw events to CSV, JSON Lines or Parquet in constant memory, oldest first."""
+    scope, since, until = _scope_and_range(tenant, user, all_visible, start, end, tz)
+    if output_format not in ("csv", "jsonl", "parquet"):
+        _fail(f"--format: expected csv, jsonl or parquet, got {output_format!r}", code=2)
+    if output_format == "parquet" and output is None:
+        _fail("--format parquet needs --output FILE", code=2)
+    try:
+        containment = json.loads(metadata) if metadata is not None else None
+    except json.JSONDecodeError as failure:
+        _fail(f"--metadata: not JSON: {failure.msg}", code=2)
+    try:
+        query = reports.query_from(
+            reports.UsageFilter, scope=scope, tenant_id=tenant, user_id=user, start=since, end=until,
+            action_prefix=action_prefix, module=module, by_user=by_user, metadata=containment,
+        )  # fmt: skip
+    except reports.ReportError as failure:
+        _fail(str(failure), code=2)
+    identity = db.Identity.user(as_user) if as_user else db.Identity.service()
+    fmt: exporting.ExportFormat = output_format  # type: ignore[assignment]  # checked above
+    with (
+        reported_errors(),
+        database(database_url) as url,
+        db.connect(url) as conn,
+        output.open("wb") if output else nullcontext(sys.stdout.buffer) as sink,
+        _row_counter(output is not None and sys.stderr.isatty()) as progress,
+    ):
+        written = exporting.export_events(conn, identity, query, fmt, sink, progress=progress)
+    if output is not None:
+        err.print(f"exported {written:,} events to {output}")
+
+
+@contextmanager
+def _row_counter(visible: bool) -> Iterator[Callable[[int], None]]:
+    """A live count of exported rows on a terminal; silent otherwise."""
+    if not visible:
+        yield lambda rows: None
+        return
+    with Progress(*Progress.get_default_columns()[:1], TextColumn("{task.completed:,} events"), console=err) as bar:
+        task = bar.add_task("exporting", total=None)
+        yield lambda rows: bar.update(task, completed=rows)

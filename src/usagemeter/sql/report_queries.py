@@ -147,3 +147,23 @@ def listing_query(scope: Scope, filters: Sequence[str]) -> sql.Composed:
         " from public.usage_events as e where {where}"
         " order by e.created_at desc, e.id desc limit %(limit)s"
     ).format(where=where_clause(scope, filters))
+
+
+EXPORT_COLUMNS = sql.SQL(
+    "e.id, e.tenant_id, e.user_id, e.action, e.module_id, e.tokens_input, e.tokens_output, e.tokens_total,"
+    " e.metadata, e.created_at"
+)
+
+# One JSON object per event, built by the server (JSON Lines export).
+EXPORT_JSON_OBJECT = sql.SQL(
+    "json_build_object('id', e.id, 'tenant_id', e.tenant_id, 'user_id', e.user_id, 'action', e.action,"
+    " 'module_id', e.module_id, 'tokens_input', e.tokens_input, 'tokens_output', e.tokens_output,"
+    " 'tokens_total', e.tokens_total, 'metadata', e.metadata, 'created_at', e.created_at)::text"
+)
+
+
+def export_query(scope: Scope, filters: Sequence[str], columns: sql.Composable) -> sql.Composed:
+    """Every event in the filter, oldest first, for streaming out (COPY or a server-side cursor)."""
+    return sql.SQL("select {columns} from public.usage_events as e where {where} order by e.created_at, e.id").format(
+        columns=columns, where=where_clause(scope, filters)
+    )
