@@ -67,13 +67,15 @@ from (
          floor(random() * greatest(%(users)s / %(tenants)s, 1))::int as member_k,
          1 + floor(random() * %(users)s)::int as personal_user_i,
          1 + floor(random() * %(action_count)s)::int as action_i
-  from generate_series(1, %(rows)s) as n
+  from generate_series(%(first)s::bigint, %(last)s::bigint) as n
 ) as g
 join bench_tenants t on t.i = g.tenant_i
 join bench_users u on u.i = case when g.personal then g.personal_user_i
                                   else least(g.tenant_i + g.member_k * %(tenants)s, %(users)s) end
 join (select row_number() over () as i, action from unnest(%(actions)s::text[]) as action) as a on a.i = g.action_i
 """
+
+LOAD_CHUNK = 500_000
 
 PICK_SUBJECTS = """
 select
@@ -118,7 +120,8 @@ def load(
     with conn.transaction():
         for statement in CREATE_TENANTS_AND_USERS:
             conn.execute(statement, params)
-        conn.execute(INSERT_EVENTS, params)
+        for first in range(1, rows + 1, LOAD_CHUNK):  # statements of a bounded size: triggers see one chunk each
+            conn.execute(INSERT_EVENTS, {**params, "first": first, "last": min(first + LOAD_CHUNK - 1, rows)})
     conn.execute("analyze public.usage_events, public.tenant_members, public.tenants")
     row = conn.execute(PICK_SUBJECTS).fetchone()
     if row is None or None in row:

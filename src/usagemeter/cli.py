@@ -375,7 +375,7 @@ def rollup_command(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Recompute the rollup from the raw events")] = False,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Check that the hourly rollup equals the raw events (exit 1 if not); --rebuild recomputes it.
+    """Check that the rollups equal the raw events (exit 1 if not); --rebuild recomputes it.
 
     Triggers keep the rollup exact as events are written, so there is nothing to catch up on; a
     rebuild repairs it after a TRUNCATE or a restore made without triggers.
@@ -383,12 +383,12 @@ def rollup_command(
     with reported_errors(), database(database_url) as url, db.connect(url, autocommit=True) as conn:
         if rebuild:
             written = rollup.rebuild(conn)
-            out.print(f"rebuilt the hourly rollup: {written:,} rows")
+            out.print(f"rebuilt the rollups: {written:,} hourly rows")
         wrong = rollup.differences(conn)
     if wrong:
         err.print(f"[bold red]{wrong:,} rollup groups differ from the raw events[/]; run `usagemeter rollup --rebuild`")
         raise typer.Exit(1)
-    out.print("the hourly rollup equals the raw events")
+    out.print("the rollups equal the raw events")
 
 
 @app.command("export")

@@ -105,6 +105,45 @@ class UsageEventsInsert(TypedDict):
     user_id: NotRequired[UUID | None]
 
 
+class UsageRollupDailyRow(BaseModel):
+    """A row of usage_rollup_daily: usage_events aggregated per UTC day, tenant, user and action; maintained with the hourly rollup, always exact."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str
+    """Action of the events."""
+    day: datetime
+    """Start (UTC midnight) of the UTC day the events happened in."""
+    events: int
+    """Number of events."""
+    module_id: str
+    """Module of the events: the action's first segment."""
+    tenant_id: UUID | None
+    """Tenant of the events; NULL for personal usage."""
+    tokens_input: int
+    """Sum of tokens_input."""
+    tokens_output: int
+    """Sum of tokens_output."""
+    tokens_total: int
+    """Sum of tokens_total."""
+    user_id: UUID | None
+    """User of the events (NULL for tenant-level system events)."""
+
+
+class UsageRollupDailyInsert(TypedDict):
+    """Columns to insert into usage_rollup_daily; generated ones are absent."""
+
+    action: str
+    day: datetime
+    events: int
+    module_id: str
+    tenant_id: NotRequired[UUID | None]
+    tokens_input: int
+    tokens_output: int
+    tokens_total: int
+    user_id: NotRequired[UUID | None]
+
+
 class UsageRollupHourlyRow(BaseModel):
     """A row of usage_rollup_hourly: usage_events aggregated per UTC hour, tenant, user and action; maintained by triggers on usage_events, always exact."""
 

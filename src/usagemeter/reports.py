@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import uuid
 import zoneinfo
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Self, TypeVar
 
@@ -135,37 +137,69 @@ def query_from(model: type[QueryModel], **fields: object) -> QueryModel:
         raise ReportError(f"{where}: {message}" if where else message) from None
 
 
-def _whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The whole UTC hours inside [start, end)."""
-    floor_start = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    full_start = floor_start if floor_start == start else floor_start + timedelta(hours=1)
-    return full_start, end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+@dataclass(frozen=True)
+class SourcePlan:
+    """Where a summary's numbers come from, and the whole hours and UTC days of its range."""
+
+    source: report_queries.Source
+    full_start: datetime
+    full_end: datetime
+    day_start: datetime
+    day_end: datetime
 
 
-def summary_source(query: SummaryQuery) -> Literal["rollup", "raw"]:
-    """Where a summary's numbers come from; both give the same numbers, the rollup much faster.
+def _ceil(moment: datetime, unit: timedelta) -> datetime:
+    floor = _floor(moment, unit)
+    return floor if floor == moment else floor + unit
 
-    The hourly rollup serves when every bucket is made of whole UTC hours (zones whose offset is
-    a whole number of hours) and no filter needs a raw column (metadata).
-    """
+
+def _floor(moment: datetime, unit: timedelta) -> datetime:
+    utc = moment.astimezone(UTC)
+    midnight = utc.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + (utc - midnight) // unit * unit
+
+
+def _offsets(query: SummaryQuery) -> set[timedelta]:
+    """The zone's UTC offsets over the range (sampled at each UTC day boundary and both ends)."""
     zone = zoneinfo.ZoneInfo(query.tz)
-    offsets = (query.start.astimezone(zone).utcoffset(), query.end.astimezone(zone).utcoffset())
-    whole_hour_zone = all(offset is not None and offset % timedelta(hours=1) == timedelta(0) for offset in offsets)
-    full_start, full_end = _whole_hours(query.start, query.end)
-    if query.metadata is None and whole_hour_zone and full_start < full_end:
-        return "rollup"
-    return "raw"
+    moments = [query.start, query.end]
+    day = _ceil(query.start, timedelta(days=1))
+    while day < query.end:
+        moments.append(day)
+        day += timedelta(days=1)
+    return {offset for offset in (m.astimezone(zone).utcoffset() for m in moments) if offset is not None}
+
+
+def source_plan(query: SummaryQuery) -> SourcePlan:
+    """The coarsest source that gives exactly the raw aggregation; all of them give the same numbers.
+
+    Rollups lack metadata, so a metadata filter reads raw events. Hour buckets (and day, week or
+    month buckets in a zone with a non-whole-hour offset) need hourly rows; daily rows (UTC days)
+    serve totals without buckets, and day, week or month buckets in a zone at UTC+0.
+    """
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    plan = SourcePlan("raw", _ceil(query.start, hour), _floor(query.end, hour),
+                      _ceil(query.start, day), _floor(query.end, day))  # fmt: skip
+    offsets = _offsets(query) if query.bucket else {timedelta(0)}
+    if query.metadata is not None or plan.full_start >= plan.full_end or any(o % hour for o in offsets):
+        return plan
+    daily_fits = query.bucket is None or (query.bucket != "hour" and offsets == {timedelta(0)})
+    source: report_queries.Source = "daily" if daily_fits and plan.day_start < plan.day_end else "hourly"
+    return dataclasses.replace(plan, source=source)
+
+
+def summary_source(query: SummaryQuery) -> report_queries.Source:
+    return source_plan(query).source
 
 
 def summarize(conn: psycopg.Connection[Any], identity: Identity, query: SummaryQuery) -> list[SummaryRow]:
     """Totals as `identity` sees them (RLS applies); with a bucket, every bucket of the range, zeros included."""
-    use_rollup = summary_source(query) == "rollup"
+    plan = source_plan(query)
     statement = report_queries.summary_query(
-        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, use_rollup=use_rollup
+        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, source=plan.source
     )
-    full_start, full_end = _whole_hours(query.start, query.end)
-    params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": full_start,
-              "full_end": full_end}  # fmt: skip
+    params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": plan.full_start,
+              "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end}  # fmt: skip
     with acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(report_queries.USE_TIME_ZONE, params)
         rows = cur.execute(statement, params).fetchall()
@@ -200,6 +234,10 @@ def _top(rows: list[SummaryRow], query: SummaryQuery) -> list[SummaryRow]:
 
 
 # -- listing ---------------------------------------------------------------------------------------
+
+
+# The first time window a listing page reads; each next one is twice as long.
+FIRST_WINDOW = timedelta(hours=1)
 
 
 class ListQuery(UsageFilter):
@@ -255,15 +293,27 @@ def list_events(
     """One page of events as `identity` sees them, keyset-paginated on (created_at, id): no OFFSET.
 
     Events inserted while paging are newer than the pages already read, so they never shift or
-    repeat rows of later pages.
+    repeat rows of later pages. The page is read in time windows walking back from the cursor,
+    each twice as long as the last: under RLS the planner cannot see that a tenant's rows are
+    ordered in its index, and a window keeps each read to about a page, however large the tenant.
     """
     filters = query.active_filters()
     params = {**query.parameters(), "limit": query.limit + 1}
     if cursor is not None:
         params["after_time"], params["after_id"] = decode_cursor(cursor)
         filters.append("after")
+    statement = report_queries.listing_query(query.scope, filters)
+    upper = min(query.end, params["after_time"] + timedelta(microseconds=1)) if cursor is not None else query.end
+    window = FIRST_WINDOW
+    rows: list[dict[str, Any]] = []
     with acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(report_queries.listing_query(query.scope, filters), params).fetchall()
+        while len(rows) <= query.limit and upper > query.start:
+            lower = max(query.start, upper - window)
+            found = cur.execute(
+                statement, {**params, "start": lower, "end": upper, "limit": query.limit + 1 - len(rows)}
+            )
+            rows += found.fetchall()
+            upper, window = lower, window * 2
     events = [UsageEventRow.model_validate(row) for row in rows[: query.limit]]
     more = len(rows) > query.limit
     return Page(events=events, next_cursor=encode_cursor(events[-1].created_at, events[-1].id) if more else None)

@@ -1,4 +1,4 @@
-"""Checking and rebuilding the hourly rollup, which triggers keep exact as events are written.
+"""Checking and rebuilding the hourly and daily rollups, which triggers keep exact as events are written.
 
 A rebuild is for repairs only: after a TRUNCATE, a restore without triggers, or triggers that
 were disabled. It runs in one transaction that holds writers off (SHARE lock) until it commits.
@@ -14,14 +14,16 @@ from usagemeter import sql
 
 
 def differences(conn: psycopg.Connection[Any]) -> int:
-    """How many (hour, tenant, user, action) groups disagree between rollup and raw events."""
+    """How many (hour or day, tenant, user, action) groups disagree between the rollups and the raw events."""
     row = conn.execute(sql.queries["rollup_differences"]).fetchone()
     return int(row[0]) if row else 0
 
 
 def rebuild(conn: psycopg.Connection[Any]) -> int:
-    """Recompute the rollup from the raw events; returns the number of rollup rows written."""
+    """Recompute both rollups from the raw events; returns the number of hourly rows written."""
     with conn.transaction():
         conn.execute(sql.queries["lock_usage_for_rebuild"])
-        conn.execute(sql.queries["clear_rollup"])
-        return conn.execute(sql.queries["rebuild_rollup"]).rowcount
+        conn.execute(sql.queries["clear_rollups"])
+        hours = conn.execute(sql.queries["rebuild_hourly_rollup"]).rowcount
+        conn.execute(sql.queries["rebuild_daily_rollup"])
+        return hours

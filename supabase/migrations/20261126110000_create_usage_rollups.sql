@@ -1,4 +1,4 @@
--- Hourly rollups of usage_events, kept exact by statement-level triggers.
+-- Hourly and daily (UTC) rollups of usage_events, kept exact by statement-level triggers.
 --
 -- Summaries over millions of events read these aggregates instead of raw rows. Every INSERT,
 -- UPDATE or DELETE of usage_events adds its delta to the rollup in the same transaction (one
@@ -44,6 +44,41 @@ comment on column public.usage_rollup_hourly.tokens_input is 'Sum of tokens_inpu
 comment on column public.usage_rollup_hourly.tokens_output is 'Sum of tokens_output.';
 comment on column public.usage_rollup_hourly.tokens_total is 'Sum of tokens_total.';
 
+create table public.usage_rollup_daily (
+  day timestamptz not null,
+  tenant_id uuid,
+  user_id uuid,
+  action text not null,
+  module_id text not null,
+  events bigint not null,
+  tokens_input bigint not null,
+  tokens_output bigint not null,
+  tokens_total bigint not null,
+  constraint usage_rollup_daily_day_is_utc_midnight check (day = date_trunc('day', day, 'UTC'))
+);
+
+create unique index usage_rollup_daily_key
+  on public.usage_rollup_daily (tenant_id, user_id, action, day) nulls not distinct;
+create index usage_rollup_daily_tenant_day_idx
+  on public.usage_rollup_daily (tenant_id, day)
+  include (user_id, action, module_id, events, tokens_input, tokens_output, tokens_total);
+create index usage_rollup_daily_personal_user_day_idx
+  on public.usage_rollup_daily (user_id, day)
+  include (action, module_id, events, tokens_input, tokens_output, tokens_total)
+  where tenant_id is null;
+
+comment on table public.usage_rollup_daily is
+  'usage_events aggregated per UTC day, tenant, user and action; maintained with the hourly rollup, always exact.';
+comment on column public.usage_rollup_daily.day is 'Start (UTC midnight) of the UTC day the events happened in.';
+comment on column public.usage_rollup_daily.tenant_id is 'Tenant of the events; NULL for personal usage.';
+comment on column public.usage_rollup_daily.user_id is 'User of the events (NULL for tenant-level system events).';
+comment on column public.usage_rollup_daily.action is 'Action of the events.';
+comment on column public.usage_rollup_daily.module_id is 'Module of the events: the action''s first segment.';
+comment on column public.usage_rollup_daily.events is 'Number of events.';
+comment on column public.usage_rollup_daily.tokens_input is 'Sum of tokens_input.';
+comment on column public.usage_rollup_daily.tokens_output is 'Sum of tokens_output.';
+comment on column public.usage_rollup_daily.tokens_total is 'Sum of tokens_total.';
+
 -- Same visibility as usage_events; read-only for everyone but the owner (the triggers write).
 revoke all on table public.usage_rollup_hourly from public, anon, authenticated, service_role;
 grant select on table public.usage_rollup_hourly to authenticated, service_role;
@@ -51,6 +86,17 @@ alter table public.usage_rollup_hourly enable row level security;
 
 create policy "Members read their tenants' rollups; users read their personal rollups"
   on public.usage_rollup_hourly for select to authenticated
+  using (
+    tenant_id = any ((select private.tenant_ids_of_current_user_v1())::uuid[])
+    or (tenant_id is null and user_id = (select auth.uid()))
+  );
+
+revoke all on table public.usage_rollup_daily from public, anon, authenticated, service_role;
+grant select on table public.usage_rollup_daily to authenticated, service_role;
+alter table public.usage_rollup_daily enable row level security;
+
+create policy "Members read their tenants' rollups; users read their personal rollups"
+  on public.usage_rollup_daily for select to authenticated
   using (
     tenant_id = any ((select private.tenant_ids_of_current_user_v1())::uuid[])
     or (tenant_id is null and user_id = (select auth.uid()))
@@ -65,45 +111,87 @@ set search_path = ''
 as $$
 begin
   if tg_op = 'INSERT' then
-    insert into public.usage_rollup_hourly as r
-      (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
-    select date_trunc('hour', c.created_at, 'UTC'), c.tenant_id, c.user_id, c.action,
-           split_part(c.action, ':', 1), sum(c.sign), sum(c.sign * c.tokens_input),
-           sum(c.sign * c.tokens_output), sum(c.sign * c.tokens_total)
-    from (select *, 1 as sign from added_rows) as c
-    group by 1, 2, 3, 4
-    order by 2, 3, 4, 1  -- one lock order for every writer: concurrent statements cannot deadlock
-    on conflict (tenant_id, user_id, action, bucket) do update
-      set events = r.events + excluded.events,
-          tokens_input = r.tokens_input + excluded.tokens_input,
+    with changes as (select *, 1 as sign from added_rows),
+    hourly as (
+      select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action,
+             sum(sign) as events, sum(sign * tokens_input) as tokens_input,
+             sum(sign * tokens_output) as tokens_output, sum(sign * tokens_total) as tokens_total
+      from changes group by 1, 2, 3, 4
+    ),
+    upserted_hours as (
+      insert into public.usage_rollup_hourly as r
+        (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+      select bucket, tenant_id, user_id, action, split_part(action, ':', 1), events, tokens_input, tokens_output,
+             tokens_total
+      from hourly order by tenant_id, user_id, action, bucket  -- one lock order: writers cannot deadlock
+      on conflict (tenant_id, user_id, action, bucket) do update
+        set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
+            tokens_output = r.tokens_output + excluded.tokens_output,
+            tokens_total = r.tokens_total + excluded.tokens_total
+    )
+    insert into public.usage_rollup_daily as r
+      (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+    select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), sum(events),
+           sum(tokens_input), sum(tokens_output), sum(tokens_total)
+    from hourly group by 1, 2, 3, 4 order by 2, 3, 4, 1
+    on conflict (tenant_id, user_id, action, day) do update
+      set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
           tokens_output = r.tokens_output + excluded.tokens_output,
           tokens_total = r.tokens_total + excluded.tokens_total;
   elsif tg_op = 'DELETE' then
-    insert into public.usage_rollup_hourly as r
-      (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
-    select date_trunc('hour', c.created_at, 'UTC'), c.tenant_id, c.user_id, c.action,
-           split_part(c.action, ':', 1), sum(c.sign), sum(c.sign * c.tokens_input),
-           sum(c.sign * c.tokens_output), sum(c.sign * c.tokens_total)
-    from (select *, -1 as sign from removed_rows) as c
-    group by 1, 2, 3, 4
-    order by 2, 3, 4, 1  -- one lock order for every writer: concurrent statements cannot deadlock
-    on conflict (tenant_id, user_id, action, bucket) do update
-      set events = r.events + excluded.events,
-          tokens_input = r.tokens_input + excluded.tokens_input,
+    with changes as (select *, -1 as sign from removed_rows),
+    hourly as (
+      select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action,
+             sum(sign) as events, sum(sign * tokens_input) as tokens_input,
+             sum(sign * tokens_output) as tokens_output, sum(sign * tokens_total) as tokens_total
+      from changes group by 1, 2, 3, 4
+    ),
+    upserted_hours as (
+      insert into public.usage_rollup_hourly as r
+        (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+      select bucket, tenant_id, user_id, action, split_part(action, ':', 1), events, tokens_input, tokens_output,
+             tokens_total
+      from hourly order by tenant_id, user_id, action, bucket  -- one lock order: writers cannot deadlock
+      on conflict (tenant_id, user_id, action, bucket) do update
+        set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
+            tokens_output = r.tokens_output + excluded.tokens_output,
+            tokens_total = r.tokens_total + excluded.tokens_total
+    )
+    insert into public.usage_rollup_daily as r
+      (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+    select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), sum(events),
+           sum(tokens_input), sum(tokens_output), sum(tokens_total)
+    from hourly group by 1, 2, 3, 4 order by 2, 3, 4, 1
+    on conflict (tenant_id, user_id, action, day) do update
+      set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
           tokens_output = r.tokens_output + excluded.tokens_output,
           tokens_total = r.tokens_total + excluded.tokens_total;
   else
-    insert into public.usage_rollup_hourly as r
-      (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
-    select date_trunc('hour', c.created_at, 'UTC'), c.tenant_id, c.user_id, c.action,
-           split_part(c.action, ':', 1), sum(c.sign), sum(c.sign * c.tokens_input),
-           sum(c.sign * c.tokens_output), sum(c.sign * c.tokens_total)
-    from (select *, 1 as sign from added_rows union all select *, -1 as sign from removed_rows) as c
-    group by 1, 2, 3, 4
-    order by 2, 3, 4, 1  -- one lock order for every writer: concurrent statements cannot deadlock
-    on conflict (tenant_id, user_id, action, bucket) do update
-      set events = r.events + excluded.events,
-          tokens_input = r.tokens_input + excluded.tokens_input,
+    with changes as (select *, 1 as sign from added_rows union all select *, -1 as sign from removed_rows),
+    hourly as (
+      select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action,
+             sum(sign) as events, sum(sign * tokens_input) as tokens_input,
+             sum(sign * tokens_output) as tokens_output, sum(sign * tokens_total) as tokens_total
+      from changes group by 1, 2, 3, 4
+    ),
+    upserted_hours as (
+      insert into public.usage_rollup_hourly as r
+        (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+      select bucket, tenant_id, user_id, action, split_part(action, ':', 1), events, tokens_input, tokens_output,
+             tokens_total
+      from hourly order by tenant_id, user_id, action, bucket  -- one lock order: writers cannot deadlock
+      on conflict (tenant_id, user_id, action, bucket) do update
+        set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
+            tokens_output = r.tokens_output + excluded.tokens_output,
+            tokens_total = r.tokens_total + excluded.tokens_total
+    )
+    insert into public.usage_rollup_daily as r
+      (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+    select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), sum(events),
+           sum(tokens_input), sum(tokens_output), sum(tokens_total)
+    from hourly group by 1, 2, 3, 4 order by 2, 3, 4, 1
+    on conflict (tenant_id, user_id, action, day) do update
+      set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
           tokens_output = r.tokens_output + excluded.tokens_output,
           tokens_total = r.tokens_total + excluded.tokens_total;
   end if;
@@ -112,7 +200,7 @@ begin
 end
 $$;
 comment on function private.apply_usage_rollup_delta_v1() is
-  'Statement trigger on usage_events: adds the statement''s aggregated delta to usage_rollup_hourly.';
+  'Statement trigger on usage_events: adds the statement''s aggregated delta to the hourly and daily rollups.';
 revoke all on function private.apply_usage_rollup_delta_v1() from public;
 
 create trigger usage_rollup_after_insert
@@ -135,3 +223,10 @@ select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_
        count(*), sum(tokens_input), sum(tokens_output), sum(tokens_total)
 from public.usage_events
 group by 1, 2, 3, 4;
+
+insert into public.usage_rollup_daily
+  (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id,
+       sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+from public.usage_rollup_hourly
+group by 1, 2, 3, 4, 5;

@@ -47,3 +47,18 @@ def test_ingest_benchmark_prints_its_summary_line(repo_root: Path, server_url: s
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("copy_rows_per_s", "batch_vs_copy", "group_commit_vs_naive", "enqueue_us_per_call"):
         assert summary[key] > 0, key
+
+
+@pytest.mark.slow
+def test_reports_benchmark_prints_its_summary_line(repo_root: Path, server_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "bench" / "reports.py"), "--rows", "5000", "--repeat", "2",
+         "--database-url", server_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("summary_p95_ms_max", "largest_tenant_speedup_vs_raw", "export_rows_per_s"):
+        assert summary[key] > 0, key

@@ -100,7 +100,7 @@ def test_summaries_use_the_rollup_and_add_partial_hours_from_raw_events(
     query = reports.SummaryQuery(
         scope="tenant", tenant_id=tenant, start=start, end=end, bucket="day", tz="Europe/Paris"
     )
-    assert reports.summary_source(query) == "rollup"
+    assert reports.summary_source(query) == "hourly"  # Paris days are not UTC days
     raw_query = query.model_copy(update={"metadata": {}})  # a metadata filter forces raw events ({} matches all)
     assert reports.summary_source(raw_query) == "raw"
     identity = Identity.user(alice)
@@ -113,9 +113,49 @@ def test_summaries_use_the_rollup_and_add_partial_hours_from_raw_events(
     assert (sum(r.events for r in from_rollup), sum(r.tokens_input for r in from_rollup)) == expected
 
 
-def test_zones_with_half_hour_offsets_use_raw_events(owner: psycopg.Connection[Any]) -> None:
-    query = reports.SummaryQuery(scope="all", start=T0, end=T0 + timedelta(days=2), bucket="day", tz="Asia/Kolkata")
-    assert reports.summary_source(query) == "raw"
+@pytest.mark.parametrize(
+    ("bucket", "tz", "source"),
+    [
+        ("day", "Asia/Kolkata", "raw"),  # +05:30: its days are not made of whole UTC hours
+        (None, "Asia/Kolkata", "daily"),  # without buckets the zone does not matter
+        ("day", "UTC", "daily"),
+        ("month", "UTC", "daily"),
+        ("hour", "UTC", "hourly"),
+        ("day", "Europe/London", "hourly"),  # +01:00 in summer
+    ],
+)
+def test_the_coarsest_exact_source_is_chosen(bucket: reports.Bucket | None, tz: str, source: str) -> None:
+    query = reports.SummaryQuery(
+        scope="all", start=T0 + timedelta(minutes=30), end=T0 + timedelta(days=3, minutes=30), bucket=bucket, tz=tz
+    )
+    assert reports.summary_source(query) == source
+
+
+@pytest.mark.parametrize("bucket", [None, "day", "week"])
+def test_daily_rollup_summaries_equal_raw_ones(
+    database_url: str, owner: psycopg.Connection[Any], bucket: reports.Bucket | None
+) -> None:
+    tenant, alice = factories.add_tenant(owner), factories.add_user(owner)
+    factories.add_member(owner, tenant, alice)
+    with Recorder(database_url) as recorder:
+        recorder.record_many(
+            [
+                {
+                    "action": ["agency:scope:generate", "chat:message:send"][i % 2],
+                    "tenant_id": tenant if i % 5 else None,
+                    "user_id": alice,
+                    "tokens_input": i,
+                    "created_at": T0 + timedelta(minutes=97 * i),
+                }
+                for i in range(300)
+            ]
+        )
+    start, end = T0 + timedelta(hours=5, minutes=10), T0 + timedelta(days=19, hours=7, minutes=45)
+    query = reports.SummaryQuery(scope="all", start=start, end=end, bucket=bucket, group_by=("action",), tz="UTC")
+    assert reports.summary_source(query) == "daily"
+    raw_query = query.model_copy(update={"metadata": {}})
+    identity = Identity.user(alice)
+    assert reports.summarize(owner, identity, query) == reports.summarize(owner, identity, raw_query)
 
 
 def test_rebuild_repairs_a_rollup_made_wrong(owner: psycopg.Connection[Any]) -> None:

@@ -181,31 +181,42 @@ from unnest(
 ) as e(id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, idempotency_key, created_at)
 
 -- rollup_differences --
--- Groups where the hourly rollup and the raw events disagree (none when the triggers did their job).
+-- Groups where a rollup and the raw events disagree (none when the triggers did their job).
 with raw as (
   select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action,
          count(*)::bigint as events, sum(tokens_input)::bigint as tokens_input,
          sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total
   from public.usage_events group by 1, 2, 3, 4
-), rolled as (
+), raw_days as (
+  select date_trunc('day', bucket, 'UTC') as bucket, tenant_id, user_id, action, sum(events)::bigint as events,
+         sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
+         sum(tokens_total)::bigint as tokens_total
+  from raw group by 1, 2, 3, 4
+), hours as (
   select bucket, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
   from public.usage_rollup_hourly where events <> 0
+), days as (
+  select day, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
+  from public.usage_rollup_daily where events <> 0
 )
 select count(*) from (
-  select bucket, tenant_id, user_id, action
-  from ((table raw except table rolled) union all (table rolled except table raw)) as mismatched
-  group by 1, 2, 3, 4
+  select 'hour', bucket, tenant_id, user_id, action
+  from ((table raw except table hours) union all (table hours except table raw)) as mismatched
+  union
+  select 'day', bucket, tenant_id, user_id, action
+  from ((table raw_days except table days) union all (table days except table raw_days)) as mismatched_days
 ) as differing_groups
 
 -- lock_usage_for_rebuild --
--- Hold writers off while the rollup is rebuilt, so no event lands between the delete and the insert.
+-- Hold writers off while the rollups are rebuilt, so no event lands between the delete and the insert.
 lock table public.usage_events in share mode
 
--- clear_rollup --
--- Forget the hourly rollup (the rebuild refills it in the same transaction).
-delete from public.usage_rollup_hourly
+-- clear_rollups --
+-- Forget both rollups (the rebuild refills them in the same transaction).
+delete from public.usage_rollup_hourly;
+delete from public.usage_rollup_daily
 
--- rebuild_rollup --
+-- rebuild_hourly_rollup --
 -- The hourly rollup recomputed from every raw event.
 insert into public.usage_rollup_hourly
   (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
@@ -213,3 +224,12 @@ select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_
        count(*), sum(tokens_input), sum(tokens_output), sum(tokens_total)
 from public.usage_events
 group by 1, 2, 3, 4
+
+-- rebuild_daily_rollup --
+-- The daily rollup recomputed from the hourly one.
+insert into public.usage_rollup_daily
+  (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id,
+       sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+from public.usage_rollup_hourly
+group by 1, 2, 3, 4, 5

@@ -60,31 +60,46 @@ RAW_ROWS = sql.SQL(
     "select e.created_at, e.tenant_id, e.user_id, e.action, e.module_id, 1 as events,"
     " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_events as e where {}"
 )
-ROLLUP_ROWS = sql.SQL(
+HOURLY_ROWS = sql.SQL(
     "select e.bucket as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.events,"
     " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_hourly as e where {}"
 )
+DAILY_ROWS = sql.SQL(
+    "select e.day as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_daily as e where {}"
+)
+
+Source = Literal["raw", "hourly", "daily"]
 
 
-def events_source(scope: Scope, filters: Sequence[str], *, use_rollup: bool) -> sql.Composed:
-    """The rows a summary adds up, as (created_at, ..., events, tokens...).
+def events_source(scope: Scope, filters: Sequence[str], source: Source) -> sql.Composed:
+    """The rows a summary adds up, as (created_at, ..., events, tokens...), from the coarsest level that fits.
 
-    From the rollup: its whole hours in [full_start, full_end), plus the raw events of the partial
-    hours at either end of the range. Otherwise: the raw events of [start, end).
+    raw: the events of [start, end). hourly: the rollup's whole hours [full_start, full_end) and raw
+    events for the partial hours at either end. daily: the daily rollup's whole UTC days
+    [day_start, day_end), hourly rows for the whole hours around them, raw events for the rest.
     """
-    if not use_rollup:
+    raw_edges = [
+        RAW_ROWS.format(where_clause(scope, filters, start="start", end="full_start")),
+        RAW_ROWS.format(where_clause(scope, filters, start="full_end", end="end")),
+    ]
+    if source == "raw":
         return RAW_ROWS.format(where_clause(scope, filters))
-    return sql.SQL(" union all ").join(
-        [
-            ROLLUP_ROWS.format(where_clause(scope, filters, time_column="bucket", start="full_start", end="full_end")),
-            RAW_ROWS.format(where_clause(scope, filters, start="start", end="full_start")),
-            RAW_ROWS.format(where_clause(scope, filters, start="full_end", end="end")),
+    if source == "hourly":
+        middle = [
+            HOURLY_ROWS.format(where_clause(scope, filters, time_column="bucket", start="full_start", end="full_end"))
         ]
-    )
+    else:
+        middle = [
+            DAILY_ROWS.format(where_clause(scope, filters, time_column="day", start="day_start", end="day_end")),
+            HOURLY_ROWS.format(where_clause(scope, filters, time_column="bucket", start="full_start", end="day_start")),
+            HOURLY_ROWS.format(where_clause(scope, filters, time_column="bucket", start="day_end", end="full_end")),
+        ]
+    return sql.SQL(" union all ").join(middle + raw_edges)
 
 
 def summary_query(
-    scope: Scope, filters: Sequence[str], group_by: Sequence[GroupKey], *, bucketed: bool, use_rollup: bool
+    scope: Scope, filters: Sequence[str], group_by: Sequence[GroupKey], *, bucketed: bool, source: Source
 ) -> sql.Composed:
     """Totals per group (and per bucket); with buckets, every group gets every bucket, zero-filled.
 
@@ -109,7 +124,7 @@ def summary_query(
         keys=select_keys,
         comma=sql.SQL(", ") if keys else sql.SQL(""),
         totals=totals,
-        source=events_source(scope, filters, use_rollup=use_rollup),
+        source=events_source(scope, filters, source),
         group=group if keys else sql.SQL(""),
     )
     if not bucketed:

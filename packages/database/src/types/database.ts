@@ -171,6 +171,71 @@ export type Database = {
           },
         ]
       }
+      /** usage_events aggregated per UTC day, tenant, user and action; maintained with the hourly rollup, always exact. */
+      usage_rollup_daily: {
+        Row: {
+          /** Action of the events. */
+          action: string
+          /** Start (UTC midnight) of the UTC day the events happened in. */
+          day: string
+          /** Number of events. */
+          events: number
+          /** Module of the events: the action's first segment. */
+          module_id: string
+          /** Tenant of the events; NULL for personal usage. */
+          tenant_id: string | null
+          /** Sum of tokens_input. */
+          tokens_input: number
+          /** Sum of tokens_output. */
+          tokens_output: number
+          /** Sum of tokens_total. */
+          tokens_total: number
+          /** User of the events (NULL for tenant-level system events). */
+          user_id: string | null
+        }
+        Insert: {
+          /** Action of the events. */
+          action: string
+          /** Start (UTC midnight) of the UTC day the events happened in. */
+          day: string
+          /** Number of events. */
+          events: number
+          /** Module of the events: the action's first segment. */
+          module_id: string
+          /** Tenant of the events; NULL for personal usage. */
+          tenant_id?: string | null
+          /** Sum of tokens_input. */
+          tokens_input: number
+          /** Sum of tokens_output. */
+          tokens_output: number
+          /** Sum of tokens_total. */
+          tokens_total: number
+          /** User of the events (NULL for tenant-level system events). */
+          user_id?: string | null
+        }
+        Update: {
+          /** Action of the events. */
+          action?: string
+          /** Start (UTC midnight) of the UTC day the events happened in. */
+          day?: string
+          /** Number of events. */
+          events?: number
+          /** Module of the events: the action's first segment. */
+          module_id?: string
+          /** Tenant of the events; NULL for personal usage. */
+          tenant_id?: string | null
+          /** Sum of tokens_input. */
+          tokens_input?: number
+          /** Sum of tokens_output. */
+          tokens_output?: number
+          /** Sum of tokens_total. */
+          tokens_total?: number
+          /** User of the events (NULL for tenant-level system events). */
+          user_id?: string | null
+        }
+        Relationships: [
+        ]
+      }
       /** usage_events aggregated per UTC hour, tenant, user and action; maintained by triggers on usage_events, always exact. */
       usage_rollup_hourly: {
         Row: {
