@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NewType
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, pq
 
 from usagemeter import sql
 
@@ -84,10 +84,12 @@ def acting_as(conn: psycopg.Connection[Any], identity: Identity) -> Iterator[psy
     them with it; on success they are dropped before the block's transaction is released, so an
     enclosing transaction continues as the connection's own role.
     """
+    outermost = conn.info.transaction_status == pq.TransactionStatus.IDLE
     with conn.transaction():
         conn.execute(
             sql.queries["become_request_identity"],
             {"role": identity.role, "claims": json.dumps(dict(identity.claims))},
         )
         yield conn
-        conn.execute(sql.queries["drop_request_identity"])
+        if not outermost:  # the commit of an outermost transaction drops them anyway
+            conn.execute(sql.queries["drop_request_identity"])

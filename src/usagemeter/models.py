@@ -11,9 +11,10 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Required, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
@@ -114,6 +115,20 @@ def validated_metadata(metadata: dict[str, Any]) -> JsonObject:
     if size > METADATA_MAX_BYTES:
         raise ValueError(f"is {size} bytes as JSON text, more than the {METADATA_MAX_BYTES} allowed")
     return JsonObject(metadata, text)
+
+
+class EventFields(TypedDict, total=False):
+    """One event as keyword arguments of record() and enqueue(): what UsageEvent validates."""
+
+    action: Required[str]
+    user_id: Required[uuid.UUID | None]
+    tenant_id: uuid.UUID | None
+    module_id: str | None
+    tokens_input: int
+    tokens_output: int
+    metadata: Mapping[str, Any] | None
+    idempotency_key: str | None
+    created_at: datetime | None
 
 
 class UsageEvent(BaseModel):

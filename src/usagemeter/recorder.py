@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import psycopg
 import pydantic
@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool
 
 from usagemeter import enqueuer, errors, group_commit, retry, settings, spool, writer
 from usagemeter.db import Identity
-from usagemeter.models import UsageEvent
+from usagemeter.models import EventFields, UsageEvent
 from usagemeter.writer import Recorded
 
 __all__ = ["AsyncRecorder", "Recorded", "Recorder", "UsageEvent", "validate_events"]
@@ -210,41 +210,17 @@ class Recorder:
     # -- writing ------------------------------------------------------------------------------
 
     def _event(self, fields: Mapping[str, Any]) -> UsageEvent:
-        if fields.get("user_id") is None and self.identity.user_id is not None:
-            fields = {**fields, "user_id": self.identity.user_id}
-        return validate_events([fields])[0]
+        return validate_events([self._with_default_user(fields)])[0]
 
-    def record(
-        self,
-        *,
-        action: str,
-        user_id: uuid.UUID | None,
-        tenant_id: uuid.UUID | None = None,
-        module_id: str | None = None,
-        tokens_input: int = 0,
-        tokens_output: int = 0,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        created_at: datetime | None = None,
-    ) -> Recorded:
+    def record(self, **fields: Unpack[EventFields]) -> Recorded:
         """Record one event and return once it is committed (sharing the commit with concurrent callers).
 
-        `user_id=None` acting as a user means that user. Raises InvalidEvent, EventRejected,
-        IdempotencyConflict or DatabaseUnavailable.
+        Fields as UsageEvent: `action` and `user_id` (None acting as a user means that user) are
+        required, then tenant_id, module_id, tokens_input, tokens_output, metadata,
+        idempotency_key, created_at. Raises InvalidEvent, EventRejected, IdempotencyConflict or
+        DatabaseUnavailable.
         """
-        event = self._event(
-            {
-                "action": action,
-                "user_id": user_id,
-                "tenant_id": tenant_id,
-                "module_id": module_id,
-                "tokens_input": tokens_input,
-                "tokens_output": tokens_output,
-                "metadata": metadata,
-                "idempotency_key": idempotency_key,
-                "created_at": created_at,
-            }
-        )
+        event = self._event(fields)
         ticket = group_commit.Ticket(self.identity, writer.Pending.of(event))
         return self._engine.committer.submit(ticket).wait()
 
@@ -283,37 +259,16 @@ class Recorder:
             return item
         return {**item, "user_id": self.identity.user_id}
 
-    def enqueue(
-        self,
-        *,
-        action: str,
-        user_id: uuid.UUID | None,
-        tenant_id: uuid.UUID | None = None,
-        module_id: str | None = None,
-        tokens_input: int = 0,
-        tokens_output: int = 0,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> None:
+    def enqueue(self, **fields: Unpack[EventFields]) -> None:
         """Validate and buffer one event, returning at once; see enqueuer.py for what happens next.
 
         As the service role the event keeps the time it was enqueued, even if it reaches the
         database later from the spool; users' events are stamped when written. Raises InvalidEvent
         at once for bad input, Backpressure when full and `on_full="raise"`.
         """
-        event = self._event(
-            {
-                "action": action,
-                "user_id": user_id,
-                "tenant_id": tenant_id,
-                "module_id": module_id,
-                "tokens_input": tokens_input,
-                "tokens_output": tokens_output,
-                "metadata": metadata,
-                "idempotency_key": idempotency_key,
-                "created_at": datetime.now(UTC) if self.identity.role == "service_role" else None,
-            }
-        )
+        if fields.get("created_at") is None and self.identity.role == "service_role":
+            fields = {**fields, "created_at": datetime.now(UTC)}
+        event = self._event(fields)
         self._engine.get_enqueuer().put(self.identity, event)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -380,9 +335,9 @@ class AsyncRecorder:
     def as_service(self) -> AsyncRecorder:
         return self._wrapping(self._sync.as_service())
 
-    async def record(self, **fields: object) -> Recorded:
+    async def record(self, **fields: Unpack[EventFields]) -> Recorded:
         """As Recorder.record; awaits the group commit without blocking the event loop."""
-        event = self._sync._event({"user_id": None, **fields})
+        event = self._sync._event(fields)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Recorded] = loop.create_future()
 

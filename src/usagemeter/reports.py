@@ -107,10 +107,12 @@ class SummaryQuery(UsageFilter):
         return tz
 
 
-class SummaryRow(BaseModel):
-    """One group's totals; `keys` holds the grouping values used (action, domain, module_id, user_id, bucket)."""
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    """One group's totals; `keys` holds the grouping values used (action, domain, module_id, user_id, bucket).
 
-    model_config = ConfigDict(frozen=True)
+    A plain dataclass: summaries return hundreds of rows and validation would only re-check the database.
+    """
 
     keys: dict[str, Any]
     events: int
@@ -142,10 +144,26 @@ class SourcePlan:
     """Where a summary's numbers come from, and the whole hours and UTC days of its range."""
 
     source: report_queries.Source
+    start: datetime
+    end: datetime
     full_start: datetime
     full_end: datetime
     day_start: datetime
     day_end: datetime
+
+    @property
+    def parts(self) -> list[str]:
+        """The non-empty pieces that cover the range exactly once (see report_queries.SOURCE_PARTS)."""
+        if self.source == "raw":
+            return ["raw"]
+        middle = ["hours"] if self.source == "hourly" else ["days", "hours_head", "hours_tail"]
+        bounds = {
+            "raw_head": (self.start, self.full_start),
+            "raw_tail": (self.full_end, self.end),
+            "hours_head": (self.full_start, self.day_start),
+            "hours_tail": (self.day_end, self.full_end),
+        }
+        return [p for p in [*middle, "raw_head", "raw_tail"] if p not in bounds or bounds[p][0] < bounds[p][1]]
 
 
 def _ceil(moment: datetime, unit: timedelta) -> datetime:
@@ -178,7 +196,7 @@ def source_plan(query: SummaryQuery) -> SourcePlan:
     serve totals without buckets, and day, week or month buckets in a zone at UTC+0.
     """
     hour, day = timedelta(hours=1), timedelta(days=1)
-    plan = SourcePlan("raw", _ceil(query.start, hour), _floor(query.end, hour),
+    plan = SourcePlan("raw", query.start, query.end, _ceil(query.start, hour), _floor(query.end, hour),
                       _ceil(query.start, day), _floor(query.end, day))  # fmt: skip
     offsets = _offsets(query) if query.bucket else {timedelta(0)}
     if query.metadata is not None or plan.full_start >= plan.full_end or any(o % hour for o in offsets):
@@ -196,26 +214,21 @@ def summarize(conn: psycopg.Connection[Any], identity: Identity, query: SummaryQ
     """Totals as `identity` sees them (RLS applies); with a bucket, every bucket of the range, zeros included."""
     plan = source_plan(query)
     statement = report_queries.summary_query(
-        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, source=plan.source
+        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, parts=plan.parts
     )
     params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": plan.full_start,
               "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end}  # fmt: skip
-    with acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
+    with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(report_queries.USE_TIME_ZONE, params)
         rows = cur.execute(statement, params).fetchall()
     key_names = [report_queries.GROUP_COLUMNS[k][0] for k in query.group_by]
-    if query.bucket is not None:
-        key_names.append("bucket")
-    result = [
-        SummaryRow(
-            keys={name: row[name] for name in key_names},
-            events=row["events"],
-            tokens_input=row["tokens_input"],
-            tokens_output=row["tokens_output"],
-            tokens_total=row["tokens_total"],
-        )
-        for row in rows
-    ]
+    zone = zoneinfo.ZoneInfo(query.tz)
+    result = []
+    for row in rows:
+        keys = {name: row[name] for name in key_names}
+        if query.bucket is not None:
+            keys["bucket"] = row["bucket"].astimezone(zone)  # in the report's zone, whatever the session's
+        result.append(SummaryRow(keys, row["events"], row["tokens_input"], row["tokens_output"], row["tokens_total"]))
     return _top(result, query) if query.top else result
 
 

@@ -9,56 +9,33 @@ from pathlib import Path
 
 import pytest
 
+BENCHMARKS = {
+    "rls_read.py": (
+        ["--rows", "3000", "--repeat", "2"],
+        ["ours_vs_norls_filtered", "ours_vs_norls_unfiltered", "spec_vs_ours_unfiltered"],
+    ),
+    "ingest.py": (
+        ["--rows", "2000", "--naive-rows", "50", "--group-rows", "320", "--json"],
+        ["copy_rows_per_s", "batch_vs_copy", "group_commit_vs_naive", "enqueue_us_per_call"],
+    ),
+    "reports.py": (
+        ["--rows", "5000", "--repeat", "2"],
+        ["summary_p95_ms_max", "largest_tenant_speedup_vs_raw", "export_rows_per_s"],
+    ),
+}
+
 
 @pytest.mark.slow
-def test_rls_read_benchmark_prints_its_summary_line(repo_root: Path, server_url: str) -> None:
+@pytest.mark.parametrize("script", list(BENCHMARKS))
+def test_benchmark_prints_its_summary_line(repo_root: Path, server_url: str, script: str) -> None:
+    arguments, keys = BENCHMARKS[script]
     result = subprocess.run(
-        [
-            sys.executable,
-            str(repo_root / "bench" / "rls_read.py"),
-            "--rows",
-            "3000",
-            "--repeat",
-            "2",
-            "--database-url",
-            server_url,
-        ],
+        [sys.executable, str(repo_root / "bench" / script), *arguments, "--database-url", server_url],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("ours_vs_norls_filtered", "ours_vs_norls_unfiltered", "spec_vs_ours_unfiltered"):
-        assert summary[key] > 0, key
-    assert summary["rows"] == 3000
-
-
-@pytest.mark.slow
-def test_ingest_benchmark_prints_its_summary_line(repo_root: Path, server_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(repo_root / "bench" / "ingest.py"), "--rows", "2000", "--naive-rows", "50",
-         "--group-rows", "320", "--json", "--database-url", server_url],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("copy_rows_per_s", "batch_vs_copy", "group_commit_vs_naive", "enqueue_us_per_call"):
-        assert summary[key] > 0, key
-
-
-@pytest.mark.slow
-def test_reports_benchmark_prints_its_summary_line(repo_root: Path, server_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(repo_root / "bench" / "reports.py"), "--rows", "5000", "--repeat", "2",
-         "--database-url", server_url],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("summary_p95_ms_max", "largest_tenant_speedup_vs_raw", "export_rows_per_s"):
+    for key in keys:
         assert summary[key] > 0, key

@@ -99,3 +99,14 @@ def test_bad_input_exits_2_with_a_clear_message(database_url: str, arguments: tu
     result = usagemeter("report", "--database-url", database_url, *arguments)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_rollup_check_and_rebuild(database_url: str, usage: dict[str, Any], owner: psycopg.Connection[Any]) -> None:
+    assert usagemeter("rollup", "--database-url", database_url).returncode == 0
+    owner.execute("update public.usage_rollup_daily set tokens_input = tokens_input + 1")
+    broken = usagemeter("rollup", "--database-url", database_url)
+    assert broken.returncode == 1
+    assert "differ from the raw events" in broken.stderr
+    rebuilt = usagemeter("rollup", "--database-url", database_url, "--rebuild")
+    assert rebuilt.returncode == 0
+    assert "the rollups equal the raw events" in rebuilt.stdout

@@ -230,13 +230,13 @@ def test_async_face_records_and_batches(
         async with AsyncRecorder(database_url) as rec:
             alice = rec.as_user(world["alice"])
             results = await asyncio.gather(
-                *(alice.record(action="chat:message:send", tenant_id=world["tenant"]) for _ in range(50))
+                *(alice.record(action="chat:message:send", user_id=None, tenant_id=world["tenant"]) for _ in range(50))
             )
             assert len({r.id for r in results}) == 50
             many = await alice.record_many([{"action": "a:b:c"}] * 5)
             assert len(many) == 5
             with pytest.raises(errors.EventRejected):
-                await alice.record(action="a:b:c", tenant_id=world["foreign"])
+                await alice.record(action="a:b:c", user_id=None, tenant_id=world["foreign"])
 
     asyncio.run(scenario())
     assert factories.count_events(owner) == 55

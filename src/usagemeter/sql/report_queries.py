@@ -71,35 +71,33 @@ DAILY_ROWS = sql.SQL(
 
 Source = Literal["raw", "hourly", "daily"]
 
+# The pieces a summary's rows can come from: (table, its time column, start parameter, end parameter).
+SOURCE_PARTS: dict[str, tuple[sql.SQL, str, str, str]] = {
+    "raw": (RAW_ROWS, "created_at", "start", "end"),
+    "raw_head": (RAW_ROWS, "created_at", "start", "full_start"),
+    "raw_tail": (RAW_ROWS, "created_at", "full_end", "end"),
+    "hours": (HOURLY_ROWS, "bucket", "full_start", "full_end"),
+    "hours_head": (HOURLY_ROWS, "bucket", "full_start", "day_start"),
+    "hours_tail": (HOURLY_ROWS, "bucket", "day_end", "full_end"),
+    "days": (DAILY_ROWS, "day", "day_start", "day_end"),
+}
 
-def events_source(scope: Scope, filters: Sequence[str], source: Source) -> sql.Composed:
-    """The rows a summary adds up, as (created_at, ..., events, tokens...), from the coarsest level that fits.
 
-    raw: the events of [start, end). hourly: the rollup's whole hours [full_start, full_end) and raw
-    events for the partial hours at either end. daily: the daily rollup's whole UTC days
-    [day_start, day_end), hourly rows for the whole hours around them, raw events for the rest.
+def events_source(scope: Scope, filters: Sequence[str], parts: Sequence[str]) -> sql.Composed:
+    """The rows a summary adds up, as (created_at, ..., events, tokens...), from the given parts.
+
+    The caller picks the parts that cover [start, end) exactly once and are not empty: e.g. the
+    daily rollup's whole UTC days, hourly rows for the whole hours around them, raw events for
+    the partial hours at either end.
     """
-    raw_edges = [
-        RAW_ROWS.format(where_clause(scope, filters, start="start", end="full_start")),
-        RAW_ROWS.format(where_clause(scope, filters, start="full_end", end="end")),
-    ]
-    if source == "raw":
-        return RAW_ROWS.format(where_clause(scope, filters))
-    if source == "hourly":
-        middle = [
-            HOURLY_ROWS.format(where_clause(scope, filters, time_column="bucket", start="full_start", end="full_end"))
-        ]
-    else:
-        middle = [
-            DAILY_ROWS.format(where_clause(scope, filters, time_column="day", start="day_start", end="day_end")),
-            HOURLY_ROWS.format(where_clause(scope, filters, time_column="bucket", start="full_start", end="day_start")),
-            HOURLY_ROWS.format(where_clause(scope, filters, time_column="bucket", start="day_end", end="full_end")),
-        ]
-    return sql.SQL(" union all ").join(middle + raw_edges)
+    return sql.SQL(" union all ").join(
+        table.format(where_clause(scope, filters, time_column=column, start=start, end=end))
+        for table, column, start, end in (SOURCE_PARTS[part] for part in parts)
+    )
 
 
 def summary_query(
-    scope: Scope, filters: Sequence[str], group_by: Sequence[GroupKey], *, bucketed: bool, source: Source
+    scope: Scope, filters: Sequence[str], group_by: Sequence[GroupKey], *, bucketed: bool, parts: Sequence[str]
 ) -> sql.Composed:
     """Totals per group (and per bucket); with buckets, every group gets every bucket, zero-filled.
 
@@ -124,7 +122,7 @@ def summary_query(
         keys=select_keys,
         comma=sql.SQL(", ") if keys else sql.SQL(""),
         totals=totals,
-        source=events_source(scope, filters, source),
+        source=events_source(scope, filters, parts),
         group=group if keys else sql.SQL(""),
     )
     if not bucketed:

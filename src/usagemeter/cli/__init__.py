@@ -1,0 +1,17 @@
+"""The `usagemeter` command line (typer + rich): one module per group of commands."""
+
+from __future__ import annotations
+
+import typer
+
+from usagemeter.cli import database, recording, reporting
+
+app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
+app.add_typer(database.db_app, name="db")
+app.command("gen-types")(database.gen_types)
+app.command("record")(recording.record)
+app.command("report")(reporting.report)
+app.command("export")(reporting.export)
+app.command("rollup")(reporting.rollup_command)
+
+__all__ = ["app"]
