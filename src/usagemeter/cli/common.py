@@ -64,7 +64,12 @@ def database(url: str | None) -> Iterator[str]:
     _stop_on_sigterm()
     with embedded_server() as server:
         with db.connect(server.url(), autocommit=True) as conn:
-            migrate.migrate(conn)
+            applied = migrate.migrate(conn)
+        err.print(
+            f"embedded PostgreSQL in {server.data_dir}"
+            + (f"; applied {len(applied)} migration(s) on start" if applied else ""),
+            highlight=False,
+        )
         yield server.url()
 
 

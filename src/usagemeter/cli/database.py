@@ -19,7 +19,8 @@ db_app = typer.Typer(help="Migrate, inspect, start and stop the database.", no_a
 def _print_status(conn: psycopg.Connection[tuple[object, ...]], target: str) -> int:
     """Print the migration table; returns how many are pending or changed."""
     major, full = conn.execute(sql.queries["server_version"]).fetchone() or (0, "?")
-    table = Table(title=f"Migrations on {target} (PostgreSQL {full})", title_justify="left")
+    out.print(f"Migrations on {target} (PostgreSQL {full})", highlight=False, soft_wrap=True)
+    table = Table()
     table.add_column("version")
     table.add_column("name")
     table.add_column("status")
