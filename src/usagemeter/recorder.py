@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, TypedDict, Unpack
 
 import psycopg
 import pydantic
@@ -306,18 +306,21 @@ def _resolve(future: asyncio.Future[Recorded], outcome: group_commit.Outcome) ->
         future.set_result(outcome)
 
 
+class RecorderOptions(TypedDict, total=False):
+    """Recorder's keyword parameters, for faces that pass them through."""
+
+    pool_size: int
+    retry_policy: retry.RetryPolicy | None
+    max_batch: int
+    enqueue_options: EnqueueOptions | None
+
+
 class AsyncRecorder:
     """The asyncio face of Recorder: the same engine, awaited instead of blocked on."""
 
-    def __init__(
-        self,
-        database_url: str | None = None,
-        *,
-        pool_size: int = 4,
-        retry_policy: retry.RetryPolicy | None = None,
-        max_batch: int = 1000,
-    ) -> None:
-        self._sync = Recorder(database_url, pool_size=pool_size, retry_policy=retry_policy, max_batch=max_batch)
+    def __init__(self, database_url: str | None = None, **options: Unpack[RecorderOptions]) -> None:
+        """Same parameters as Recorder."""
+        self._sync = Recorder(database_url, **options)
 
     @classmethod
     def _wrapping(cls, recorder: Recorder) -> AsyncRecorder:
@@ -350,6 +353,17 @@ class AsyncRecorder:
     async def record_many(self, events: Sequence[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
         """As Recorder.record_many, in a worker thread."""
         return await asyncio.to_thread(self._sync.record_many, events)
+
+    def enqueue(self, **fields: Unpack[EventFields]) -> None:
+        """As Recorder.enqueue: returns at once (it only buffers), so it needs no await."""
+        self._sync.enqueue(**fields)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        return await asyncio.to_thread(self._sync.flush, timeout)
+
+    @property
+    def counters(self) -> enqueuer.Counters:
+        return self._sync.counters
 
     async def close(self) -> None:
         await asyncio.to_thread(self._sync.close)

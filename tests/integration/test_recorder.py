@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -14,7 +15,7 @@ import pytest
 
 from tests import factories
 from usagemeter import errors
-from usagemeter.recorder import AsyncRecorder, Recorder
+from usagemeter.recorder import AsyncRecorder, EnqueueOptions, Recorder
 
 
 @pytest.fixture
@@ -223,11 +224,11 @@ def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(
     assert factories.count_events(owner) == 0
 
 
-def test_async_face_records_and_batches(
-    database_url: str, owner: psycopg.Connection[Any], world: dict[str, uuid.UUID]
+def test_async_face_records_batches_and_enqueues(
+    database_url: str, owner: psycopg.Connection[Any], world: dict[str, uuid.UUID], tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with AsyncRecorder(database_url) as rec:
+        async with AsyncRecorder(database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as rec:
             alice = rec.as_user(world["alice"])
             results = await asyncio.gather(
                 *(alice.record(action="chat:message:send", user_id=None, tenant_id=world["tenant"]) for _ in range(50))
@@ -237,6 +238,9 @@ def test_async_face_records_and_batches(
             assert len(many) == 5
             with pytest.raises(errors.EventRejected):
                 await alice.record(action="a:b:c", user_id=None, tenant_id=world["foreign"])
+            alice.enqueue(action="a:b:c", user_id=None)
+            assert await rec.flush(timeout=30)
+            assert rec.counters.written == 1
 
     asyncio.run(scenario())
-    assert factories.count_events(owner) == 55
+    assert factories.count_events(owner) == 56
