@@ -8,6 +8,7 @@ memory stays bounded by one chunk whatever the size of the export. RLS decides w
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 import psycopg
@@ -32,98 +33,81 @@ def export_events(
     progress: Progress | None = None,
 ) -> int:
     """Write the events of `query` to `sink`; returns how many were written."""
-    report = progress or (lambda rows: None)
-    filters = query.active_filters()
-    params = query.parameters()
+    export = _Export(conn, query, query.active_filters(), query.parameters(), sink, progress or (lambda rows: None))
     with acting_as(conn, identity):
         conn.execute(report_queries.USE_TIME_ZONE, {"tz": "UTC"})  # times print as UTC, whatever the server's zone
-        if fmt == "csv":
-            return _csv(conn, query, filters, params, sink, report)
-        if fmt == "jsonl":
-            return _jsonl(conn, query, filters, params, sink, report)
-        return _parquet(conn, query, filters, params, sink, report)
+        writers = {"csv": export.csv, "jsonl": export.jsonl, "parquet": export.parquet}
+        return writers[fmt]()
 
 
-def _csv(
-    conn: psycopg.Connection[Any],
-    query: UsageFilter,
-    filters: list[str],
-    params: dict[str, Any],
-    sink: IO[bytes],
-    report: Progress,
-) -> int:
-    statement = pgsql.SQL("copy ({}) to stdout with (format csv, header)").format(
-        report_queries.export_query(query.scope, filters, report_queries.EXPORT_COLUMNS)
-    )
-    rows = -1  # the header line
-    with conn.cursor() as cur, cur.copy(statement, params) as copy:
-        for block in copy:
-            sink.write(block)
-            rows += bytes(block).count(b"\n")
-            report(max(rows, 0))
-    return max(rows, 0)
+@dataclass(frozen=True)
+class _Export:
+    """One export: what to read, where to write, whom to tell how far it got."""
 
+    conn: psycopg.Connection[Any]
+    query: UsageFilter
+    filters: list[str]
+    params: dict[str, Any]
+    sink: IO[bytes]
+    report: Progress
 
-def _jsonl(
-    conn: psycopg.Connection[Any],
-    query: UsageFilter,
-    filters: list[str],
-    params: dict[str, Any],
-    sink: IO[bytes],
-    report: Progress,
-) -> int:
-    statement = report_queries.export_query(query.scope, filters, report_queries.EXPORT_JSON_OBJECT)
-    rows = 0
-    with conn.cursor(name="usagemeter_export") as cur:
-        cur.itersize = CHUNK_ROWS
-        cur.execute(statement, params)
-        while chunk := cur.fetchmany(CHUNK_ROWS):
-            sink.write("".join(line + "\n" for (line,) in chunk).encode("utf-8"))
-            rows += len(chunk)
-            report(rows)
-    return rows
+    def csv(self) -> int:
+        statement = pgsql.SQL("copy ({}) to stdout with (format csv, header)").format(
+            report_queries.export_query(self.query.scope, self.filters, report_queries.EXPORT_COLUMNS)
+        )
+        rows = -1  # the header line; no value holds a raw newline (jsonb escapes them, CHECKs forbid them)
+        with self.conn.cursor() as cur, cur.copy(statement, self.params) as copy:
+            for block in copy:
+                self.sink.write(block)
+                rows += bytes(block).count(b"\n")
+                self.report(max(rows, 0))
+        return max(rows, 0)
 
+    def jsonl(self) -> int:
+        statement = report_queries.export_query(self.query.scope, self.filters, report_queries.EXPORT_JSON_OBJECT)
+        rows = 0
+        with self.conn.cursor(name="usagemeter_export") as cur:
+            cur.itersize = CHUNK_ROWS
+            cur.execute(statement, self.params)
+            while chunk := cur.fetchmany(CHUNK_ROWS):
+                self.sink.write("".join(line + "\n" for (line,) in chunk).encode("utf-8"))
+                rows += len(chunk)
+                self.report(rows)
+        return rows
 
-def _parquet(
-    conn: psycopg.Connection[Any],
-    query: UsageFilter,
-    filters: list[str],
-    params: dict[str, Any],
-    sink: IO[bytes],
-    report: Progress,
-) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    def parquet(self) -> int:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("tenant_id", pa.string()),
-            ("user_id", pa.string()),
-            ("action", pa.string()),
-            ("module_id", pa.string()),
-            ("tokens_input", pa.int32()),
-            ("tokens_output", pa.int32()),
-            ("tokens_total", pa.int32()),
-            ("metadata", pa.string()),
-            ("created_at", pa.timestamp("us", tz="UTC")),
-        ]
-    )
-    columns = pgsql.SQL(
-        "e.id::text, e.tenant_id::text, e.user_id::text, e.action, e.module_id, e.tokens_input, e.tokens_output,"
-        " e.tokens_total, e.metadata::text, e.created_at"
-    )
-    statement = report_queries.export_query(query.scope, filters, columns)
-    rows = 0
-    with conn.cursor(name="usagemeter_export") as cur, pq.ParquetWriter(sink, schema) as writer:
-        cur.itersize = CHUNK_ROWS
-        cur.execute(statement, params)
-        while chunk := cur.fetchmany(CHUNK_ROWS):
-            columns_of_chunk = [
-                pa.array(values, type=field.type)
-                for values, field in zip(zip(*chunk, strict=True), schema, strict=True)
+        schema = pa.schema(
+            [
+                ("id", pa.string()),
+                ("tenant_id", pa.string()),
+                ("user_id", pa.string()),
+                ("action", pa.string()),
+                ("module_id", pa.string()),
+                ("tokens_input", pa.int32()),
+                ("tokens_output", pa.int32()),
+                ("tokens_total", pa.int32()),
+                ("metadata", pa.string()),
+                ("created_at", pa.timestamp("us", tz="UTC")),
             ]
-            writer.write_table(pa.Table.from_arrays(columns_of_chunk, schema=schema))
-            rows += len(chunk)
-            report(rows)
-    return rows
+        )
+        columns = pgsql.SQL(
+            "e.id::text, e.tenant_id::text, e.user_id::text, e.action, e.module_id, e.tokens_input, e.tokens_output,"
+            " e.tokens_total, e.metadata::text, e.created_at"
+        )
+        statement = report_queries.export_query(self.query.scope, self.filters, columns)
+        rows = 0
+        with self.conn.cursor(name="usagemeter_export") as cur, pq.ParquetWriter(self.sink, schema) as writer:
+            cur.itersize = CHUNK_ROWS
+            cur.execute(statement, self.params)
+            while chunk := cur.fetchmany(CHUNK_ROWS):
+                columns_of_chunk = [
+                    pa.array(values, type=field.type)
+                    for values, field in zip(zip(*chunk, strict=True), schema, strict=True)
+                ]
+                writer.write_table(pa.Table.from_arrays(columns_of_chunk, schema=schema))
+                rows += len(chunk)
+                self.report(rows)
+        return rows
