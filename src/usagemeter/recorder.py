@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -182,13 +183,17 @@ class Recorder:
             enqueue_options=enqueue_options or EnqueueOptions(),
         )
         self._owns_engine = True
+        self._root: Recorder | None = None
+        # Closing drains enqueued events; if the caller never closes, do it when the recorder is
+        # collected or the interpreter exits, so buffered events reach the database or the spool.
+        self._closer = weakref.finalize(self, self._engine.close)
         self.identity = Identity.service()
 
-    @classmethod
-    def _face(cls, engine: _Engine, identity: Identity) -> Recorder:
-        face = cls.__new__(cls)
-        face._engine = engine
+    def _face(self, identity: Identity) -> Recorder:
+        face = Recorder.__new__(Recorder)
+        face._engine = self._engine
         face._owns_engine = False
+        face._root = self  # the root closes the engine when collected: keep it alive while faces are
         face.identity = identity
         return face
 
@@ -201,11 +206,11 @@ class Recorder:
         as that user, personal or into their tenants, whatever the caller passes.
         """
         identity = Identity.user(user) if isinstance(user, uuid.UUID) else Identity.from_claims(user)
-        return self._face(self._engine, identity)
+        return self._face(identity)
 
     def as_service(self) -> Recorder:
         """The same recorder acting as the service role (bypasses RLS: backends only)."""
-        return self._face(self._engine, Identity.service())
+        return self._face(Identity.service())
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -288,7 +293,7 @@ class Recorder:
         Faces from as_user share the engine and close with it.
         """
         if self._owns_engine:
-            self._engine.close()
+            self._closer()  # runs engine.close once, whoever calls first
 
     def __enter__(self) -> Recorder:
         return self

@@ -206,3 +206,27 @@ def test_one_spool_directory_has_one_owner(database_url: str, tmp_path: Path) ->
         first.enqueue(action="a:b:c", user_id=uuid.uuid4())
         with pytest.raises(errors.ConfigurationError, match="in use by another recorder"):
             second.enqueue(action="a:b:c", user_id=uuid.uuid4())
+
+
+EXIT_WITHOUT_CLOSE = """
+import sys, uuid
+from pathlib import Path
+from usagemeter import retry
+from usagemeter.recorder import EnqueueOptions, Recorder
+options = EnqueueOptions(spool_dir=Path(sys.argv[2]), write_policy=retry.RetryPolicy(attempts=1, connect_timeout_s=0.3))
+me = Recorder(sys.argv[1], enqueue_options=options).as_user(uuid.UUID(sys.argv[3]))  # the root is not kept
+for i in range(50):
+    me.enqueue(action="chat:message:send", user_id=None, tokens_input=i)
+"""
+
+
+def test_events_enqueued_by_a_process_that_never_closes_are_spooled_at_exit(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    child = subprocess.run(
+        [sys.executable, "-c", EXIT_WITHOUT_CLOSE, unreachable_url(), str(spool_dir), str(uuid.uuid4())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    assert (spool_dir / "spool.jsonl").read_text().count("\n") == 50
