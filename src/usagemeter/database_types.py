@@ -181,3 +181,39 @@ class UsageRollupHourlyInsert(TypedDict):
     tokens_output: int
     tokens_total: int
     user_id: NotRequired[UUID | None]
+
+
+class UsageRollupTenantDailyRow(BaseModel):
+    """A row of usage_rollup_tenant_daily: Tenant usage per UTC day and action, all users together: the smallest rollup for tenant dashboards and billing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str
+    """Action of the events."""
+    day: datetime
+    """Start (UTC midnight) of the UTC day the events happened in."""
+    events: int
+    """Number of events."""
+    module_id: str
+    """Module of the events: the action's first segment."""
+    tenant_id: UUID
+    """Tenant of the events (personal usage is not in this table)."""
+    tokens_input: int
+    """Sum of tokens_input."""
+    tokens_output: int
+    """Sum of tokens_output."""
+    tokens_total: int
+    """Sum of tokens_total."""
+
+
+class UsageRollupTenantDailyInsert(TypedDict):
+    """Columns to insert into usage_rollup_tenant_daily; generated ones are absent."""
+
+    action: str
+    day: datetime
+    events: int
+    module_id: str
+    tenant_id: UUID
+    tokens_input: int
+    tokens_output: int
+    tokens_total: int

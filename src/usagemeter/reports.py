@@ -150,13 +150,15 @@ class SourcePlan:
     full_end: datetime
     day_start: datetime
     day_end: datetime
+    tenant_wide: bool = False  # one tenant, users not distinguished: the tenant-wide daily rollup serves
 
     @property
     def parts(self) -> list[str]:
         """The non-empty pieces that cover the range exactly once (see report_queries.SOURCE_PARTS)."""
         if self.source == "raw":
             return ["raw"]
-        middle = ["hours"] if self.source == "hourly" else ["days", "hours_head", "hours_tail"]
+        days = "tenant_days" if self.tenant_wide else "days"
+        middle = ["hours"] if self.source == "hourly" else [days, "hours_head", "hours_tail"]
         bounds = {
             "raw_head": (self.start, self.full_start),
             "raw_tail": (self.full_end, self.end),
@@ -203,7 +205,8 @@ def source_plan(query: SummaryQuery) -> SourcePlan:
         return plan
     daily_fits = query.bucket is None or (query.bucket != "hour" and offsets == {timedelta(0)})
     source: report_queries.Source = "daily" if daily_fits and plan.day_start < plan.day_end else "hourly"
-    return dataclasses.replace(plan, source=source)
+    tenant_wide = query.scope == "tenant" and "user" not in query.group_by and query.by_user is None
+    return dataclasses.replace(plan, source=source, tenant_wide=tenant_wide)
 
 
 def summary_source(query: SummaryQuery) -> report_queries.Source:

@@ -26,4 +26,5 @@ def rebuild(conn: psycopg.Connection[Any]) -> int:
         conn.execute(sql.queries["clear_rollups"])
         hours = conn.execute(sql.queries["rebuild_hourly_rollup"]).rowcount
         conn.execute(sql.queries["rebuild_daily_rollup"])
+        conn.execute(sql.queries["rebuild_tenant_daily_rollup"])
         return hours

@@ -1,4 +1,5 @@
--- Hourly and daily (UTC) rollups of usage_events, kept exact by statement-level triggers.
+-- Hourly and daily (UTC) rollups of usage_events, kept exact by statement-level triggers: per
+-- tenant, user and action, and per tenant and action for tenant-wide questions.
 --
 -- Summaries over millions of events read these aggregates instead of raw rows. Every INSERT,
 -- UPDATE or DELETE of usage_events adds its delta to the rollup in the same transaction (one
@@ -79,6 +80,30 @@ comment on column public.usage_rollup_daily.tokens_input is 'Sum of tokens_input
 comment on column public.usage_rollup_daily.tokens_output is 'Sum of tokens_output.';
 comment on column public.usage_rollup_daily.tokens_total is 'Sum of tokens_total.';
 
+create table public.usage_rollup_tenant_daily (
+  day timestamptz not null,
+  tenant_id uuid not null,
+  action text not null,
+  module_id text not null,
+  events bigint not null,
+  tokens_input bigint not null,
+  tokens_output bigint not null,
+  tokens_total bigint not null,
+  constraint usage_rollup_tenant_daily_day_is_utc_midnight check (day = date_trunc('day', day, 'UTC')),
+  constraint usage_rollup_tenant_daily_key unique (tenant_id, day, action)
+);
+
+comment on table public.usage_rollup_tenant_daily is
+  'Tenant usage per UTC day and action, all users together: the smallest rollup for tenant dashboards and billing.';
+comment on column public.usage_rollup_tenant_daily.day is 'Start (UTC midnight) of the UTC day the events happened in.';
+comment on column public.usage_rollup_tenant_daily.tenant_id is 'Tenant of the events (personal usage is not in this table).';
+comment on column public.usage_rollup_tenant_daily.action is 'Action of the events.';
+comment on column public.usage_rollup_tenant_daily.module_id is 'Module of the events: the action''s first segment.';
+comment on column public.usage_rollup_tenant_daily.events is 'Number of events.';
+comment on column public.usage_rollup_tenant_daily.tokens_input is 'Sum of tokens_input.';
+comment on column public.usage_rollup_tenant_daily.tokens_output is 'Sum of tokens_output.';
+comment on column public.usage_rollup_tenant_daily.tokens_total is 'Sum of tokens_total.';
+
 -- Same visibility as usage_events; read-only for everyone but the owner (the triggers write).
 revoke all on table public.usage_rollup_hourly from public, anon, authenticated, service_role;
 grant select on table public.usage_rollup_hourly to authenticated, service_role;
@@ -90,6 +115,14 @@ create policy "Members read their tenants' rollups; users read their personal ro
     tenant_id = any ((select private.tenant_ids_of_current_user_v1())::uuid[])
     or (tenant_id is null and user_id = (select auth.uid()))
   );
+
+revoke all on table public.usage_rollup_tenant_daily from public, anon, authenticated, service_role;
+grant select on table public.usage_rollup_tenant_daily to authenticated, service_role;
+alter table public.usage_rollup_tenant_daily enable row level security;
+
+create policy "Members read their tenants' rollups"
+  on public.usage_rollup_tenant_daily for select to authenticated
+  using (tenant_id = any ((select private.tenant_ids_of_current_user_v1())::uuid[]));
 
 revoke all on table public.usage_rollup_daily from public, anon, authenticated, service_role;
 grant select on table public.usage_rollup_daily to authenticated, service_role;
@@ -128,13 +161,24 @@ begin
         set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
             tokens_output = r.tokens_output + excluded.tokens_output,
             tokens_total = r.tokens_total + excluded.tokens_total
+    ),
+    upserted_days as (
+      insert into public.usage_rollup_daily as r
+        (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+      select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), sum(events),
+             sum(tokens_input), sum(tokens_output), sum(tokens_total)
+      from hourly group by 1, 2, 3, 4 order by 2, 3, 4, 1
+      on conflict (tenant_id, user_id, action, day) do update
+        set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
+            tokens_output = r.tokens_output + excluded.tokens_output,
+            tokens_total = r.tokens_total + excluded.tokens_total
     )
-    insert into public.usage_rollup_daily as r
-      (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
-    select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), sum(events),
+    insert into public.usage_rollup_tenant_daily as r
+      (day, tenant_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+    select date_trunc('day', bucket, 'UTC'), tenant_id, action, split_part(action, ':', 1), sum(events),
            sum(tokens_input), sum(tokens_output), sum(tokens_total)
-    from hourly group by 1, 2, 3, 4 order by 2, 3, 4, 1
-    on conflict (tenant_id, user_id, action, day) do update
+    from hourly where tenant_id is not null group by 1, 2, 3 order by 2, 1, 3
+    on conflict (tenant_id, day, action) do update
       set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
           tokens_output = r.tokens_output + excluded.tokens_output,
           tokens_total = r.tokens_total + excluded.tokens_total;
@@ -156,13 +200,24 @@ begin
         set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
             tokens_output = r.tokens_output + excluded.tokens_output,
             tokens_total = r.tokens_total + excluded.tokens_total
+    ),
+    upserted_days as (
+      insert into public.usage_rollup_daily as r
+        (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+      select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), sum(events),
+             sum(tokens_input), sum(tokens_output), sum(tokens_total)
+      from hourly group by 1, 2, 3, 4 order by 2, 3, 4, 1
+      on conflict (tenant_id, user_id, action, day) do update
+        set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
+            tokens_output = r.tokens_output + excluded.tokens_output,
+            tokens_total = r.tokens_total + excluded.tokens_total
     )
-    insert into public.usage_rollup_daily as r
-      (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
-    select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), sum(events),
+    insert into public.usage_rollup_tenant_daily as r
+      (day, tenant_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+    select date_trunc('day', bucket, 'UTC'), tenant_id, action, split_part(action, ':', 1), sum(events),
            sum(tokens_input), sum(tokens_output), sum(tokens_total)
-    from hourly group by 1, 2, 3, 4 order by 2, 3, 4, 1
-    on conflict (tenant_id, user_id, action, day) do update
+    from hourly where tenant_id is not null group by 1, 2, 3 order by 2, 1, 3
+    on conflict (tenant_id, day, action) do update
       set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
           tokens_output = r.tokens_output + excluded.tokens_output,
           tokens_total = r.tokens_total + excluded.tokens_total;
@@ -184,13 +239,24 @@ begin
         set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
             tokens_output = r.tokens_output + excluded.tokens_output,
             tokens_total = r.tokens_total + excluded.tokens_total
+    ),
+    upserted_days as (
+      insert into public.usage_rollup_daily as r
+        (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+      select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), sum(events),
+             sum(tokens_input), sum(tokens_output), sum(tokens_total)
+      from hourly group by 1, 2, 3, 4 order by 2, 3, 4, 1
+      on conflict (tenant_id, user_id, action, day) do update
+        set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
+            tokens_output = r.tokens_output + excluded.tokens_output,
+            tokens_total = r.tokens_total + excluded.tokens_total
     )
-    insert into public.usage_rollup_daily as r
-      (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
-    select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), sum(events),
+    insert into public.usage_rollup_tenant_daily as r
+      (day, tenant_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+    select date_trunc('day', bucket, 'UTC'), tenant_id, action, split_part(action, ':', 1), sum(events),
            sum(tokens_input), sum(tokens_output), sum(tokens_total)
-    from hourly group by 1, 2, 3, 4 order by 2, 3, 4, 1
-    on conflict (tenant_id, user_id, action, day) do update
+    from hourly where tenant_id is not null group by 1, 2, 3 order by 2, 1, 3
+    on conflict (tenant_id, day, action) do update
       set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
           tokens_output = r.tokens_output + excluded.tokens_output,
           tokens_total = r.tokens_total + excluded.tokens_total;
@@ -200,7 +266,7 @@ begin
 end
 $$;
 comment on function private.apply_usage_rollup_delta_v1() is
-  'Statement trigger on usage_events: adds the statement''s aggregated delta to the hourly and daily rollups.';
+  'Statement trigger on usage_events: adds the statement''s aggregated delta to the three rollups.';
 revoke all on function private.apply_usage_rollup_delta_v1() from public;
 
 create trigger usage_rollup_after_insert
@@ -230,3 +296,10 @@ select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id,
        sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)
 from public.usage_rollup_hourly
 group by 1, 2, 3, 4, 5;
+
+insert into public.usage_rollup_tenant_daily
+  (day, tenant_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+select day, tenant_id, action, module_id, sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+from public.usage_rollup_daily
+where tenant_id is not null
+group by 1, 2, 3, 4;

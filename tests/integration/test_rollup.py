@@ -131,9 +131,10 @@ def test_the_coarsest_exact_source_is_chosen(bucket: reports.Bucket | None, tz: 
     assert reports.summary_source(query) == source
 
 
+@pytest.mark.parametrize("scope", ["all", "tenant"])
 @pytest.mark.parametrize("bucket", [None, "day", "week"])
 def test_daily_rollup_summaries_equal_raw_ones(
-    database_url: str, owner: psycopg.Connection[Any], bucket: reports.Bucket | None
+    database_url: str, owner: psycopg.Connection[Any], bucket: reports.Bucket | None, scope: reports.Scope
 ) -> None:
     tenant, alice = factories.add_tenant(owner), factories.add_user(owner)
     factories.add_member(owner, tenant, alice)
@@ -151,8 +152,12 @@ def test_daily_rollup_summaries_equal_raw_ones(
             ]
         )
     start, end = T0 + timedelta(hours=5, minutes=10), T0 + timedelta(days=19, hours=7, minutes=45)
-    query = reports.SummaryQuery(scope="all", start=start, end=end, bucket=bucket, group_by=("action",), tz="UTC")
+    query = reports.SummaryQuery(
+        scope=scope, tenant_id=tenant, start=start, end=end, bucket=bucket, group_by=("action",), tz="UTC"
+    )
     assert reports.summary_source(query) == "daily"
+    tenant_wide = "tenant_days" in reports.source_plan(query).parts
+    assert tenant_wide is (scope == "tenant")  # one tenant, users not distinguished: the smallest table
     raw_query = query.model_copy(update={"metadata": {}})
     identity = Identity.user(alice)
     assert reports.summarize(owner, identity, query) == reports.summarize(owner, identity, raw_query)

@@ -81,7 +81,8 @@ select r.role, t.tbl, p.priv,
     then has_any_column_privilege(r.role, t.tbl, p.priv)  -- column grants count too
     else has_table_privilege(r.role, t.tbl, p.priv) end
 from unnest(array['anon', 'authenticated', 'service_role']) as r(role)
-cross join unnest(array['public.usage_events', 'public.tenants', 'public.tenant_members']) as t(tbl)
+cross join unnest(array['public.usage_events', 'public.tenants', 'public.tenant_members',
+  'public.usage_rollup_hourly', 'public.usage_rollup_daily', 'public.usage_rollup_tenant_daily']) as t(tbl)
 cross join unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) as p(priv)
 order by 1, 2, 3
 """
@@ -93,6 +94,11 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("service_role", "public.usage_events"): {"SELECT", "INSERT", "UPDATE", "DELETE"},
     ("service_role", "public.tenants"): {"SELECT", "INSERT", "UPDATE", "DELETE"},
     ("service_role", "public.tenant_members"): {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    **{
+        (role, f"public.usage_rollup_{level}"): {"SELECT"}
+        for role in ("authenticated", "service_role")
+        for level in ("hourly", "daily", "tenant_daily")
+    },
 }
 
 

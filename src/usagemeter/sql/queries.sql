@@ -192,6 +192,13 @@ with raw as (
          sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
          sum(tokens_total)::bigint as tokens_total
   from raw group by 1, 2, 3, 4
+), raw_tenant_days as (
+  select bucket, tenant_id, action, sum(events)::bigint as events, sum(tokens_input)::bigint as tokens_input,
+         sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total
+  from raw_days where tenant_id is not null group by 1, 2, 3
+), tenant_days as (
+  select day, tenant_id, action, events, tokens_input, tokens_output, tokens_total
+  from public.usage_rollup_tenant_daily where events <> 0
 ), hours as (
   select bucket, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
   from public.usage_rollup_hourly where events <> 0
@@ -205,6 +212,10 @@ select count(*) from (
   union
   select 'day', bucket, tenant_id, user_id, action
   from ((table raw_days except table days) union all (table days except table raw_days)) as mismatched_days
+  union
+  select 'tenant day', bucket, tenant_id, null, action
+  from ((table raw_tenant_days except table tenant_days) union all (table tenant_days except table raw_tenant_days))
+    as mismatched_tenant_days
 ) as differing_groups
 
 -- lock_usage_for_rebuild --
@@ -214,7 +225,8 @@ lock table public.usage_events in share mode
 -- clear_rollups --
 -- Forget both rollups (the rebuild refills them in the same transaction).
 delete from public.usage_rollup_hourly;
-delete from public.usage_rollup_daily
+delete from public.usage_rollup_daily;
+delete from public.usage_rollup_tenant_daily
 
 -- rebuild_hourly_rollup --
 -- The hourly rollup recomputed from every raw event.
@@ -223,6 +235,15 @@ insert into public.usage_rollup_hourly
 select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1),
        count(*), sum(tokens_input), sum(tokens_output), sum(tokens_total)
 from public.usage_events
+group by 1, 2, 3, 4
+
+-- rebuild_tenant_daily_rollup --
+-- The tenant-wide daily rollup recomputed from the daily one.
+insert into public.usage_rollup_tenant_daily
+  (day, tenant_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+select day, tenant_id, action, module_id, sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+from public.usage_rollup_daily
+where tenant_id is not null
 group by 1, 2, 3, 4
 
 -- rebuild_daily_rollup --

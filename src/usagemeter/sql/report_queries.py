@@ -69,6 +69,11 @@ DAILY_ROWS = sql.SQL(
     " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_daily as e where {}"
 )
 
+TENANT_DAILY_ROWS = sql.SQL(
+    "select e.day as created_at, e.tenant_id, null::uuid as user_id, e.action, e.module_id, e.events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_tenant_daily as e where {}"
+)
+
 Source = Literal["raw", "hourly", "daily"]
 
 # The pieces a summary's rows can come from: (table, its time column, start parameter, end parameter).
@@ -80,6 +85,7 @@ SOURCE_PARTS: dict[str, tuple[sql.SQL, str, str, str]] = {
     "hours_head": (HOURLY_ROWS, "bucket", "full_start", "day_start"),
     "hours_tail": (HOURLY_ROWS, "bucket", "day_end", "full_end"),
     "days": (DAILY_ROWS, "day", "day_start", "day_end"),
+    "tenant_days": (TENANT_DAILY_ROWS, "day", "day_start", "day_end"),
 }
 
 

@@ -301,6 +301,65 @@ export type Database = {
         Relationships: [
         ]
       }
+      /** Tenant usage per UTC day and action, all users together: the smallest rollup for tenant dashboards and billing. */
+      usage_rollup_tenant_daily: {
+        Row: {
+          /** Action of the events. */
+          action: string
+          /** Start (UTC midnight) of the UTC day the events happened in. */
+          day: string
+          /** Number of events. */
+          events: number
+          /** Module of the events: the action's first segment. */
+          module_id: string
+          /** Tenant of the events (personal usage is not in this table). */
+          tenant_id: string
+          /** Sum of tokens_input. */
+          tokens_input: number
+          /** Sum of tokens_output. */
+          tokens_output: number
+          /** Sum of tokens_total. */
+          tokens_total: number
+        }
+        Insert: {
+          /** Action of the events. */
+          action: string
+          /** Start (UTC midnight) of the UTC day the events happened in. */
+          day: string
+          /** Number of events. */
+          events: number
+          /** Module of the events: the action's first segment. */
+          module_id: string
+          /** Tenant of the events (personal usage is not in this table). */
+          tenant_id: string
+          /** Sum of tokens_input. */
+          tokens_input: number
+          /** Sum of tokens_output. */
+          tokens_output: number
+          /** Sum of tokens_total. */
+          tokens_total: number
+        }
+        Update: {
+          /** Action of the events. */
+          action?: string
+          /** Start (UTC midnight) of the UTC day the events happened in. */
+          day?: string
+          /** Number of events. */
+          events?: number
+          /** Module of the events: the action's first segment. */
+          module_id?: string
+          /** Tenant of the events (personal usage is not in this table). */
+          tenant_id?: string
+          /** Sum of tokens_input. */
+          tokens_input?: number
+          /** Sum of tokens_output. */
+          tokens_output?: number
+          /** Sum of tokens_total. */
+          tokens_total?: number
+        }
+        Relationships: [
+        ]
+      }
     }
     Views: {
       [_ in never]: never
