@@ -28,9 +28,9 @@ class Identity:
     role: RequestRole
     claims: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[str, str]:
-        """A hashable form, to group the events of one identity into one write."""
+        """A hashable form, to group one identity's events into one write (cached: batches ask per event)."""
         return self.role, json.dumps(dict(self.claims), sort_keys=True, default=str)
 
     @functools.cached_property

@@ -160,8 +160,7 @@ class Enqueuer:
                 self.counters.written += sum(isinstance(o, writer.Recorded) for o in outcomes)
                 self._held = []
                 return
-        if self._spool.fits(records) or self._closing:  # closing: over the limit beats losing events
-            self._spool.append(records)
+        if self._spool.append(records, past_limit=self._closing):  # closing: over the limit beats losing events
             self.counters.spooled += len(records)
             self._held = []
             self._next_replay = min(self._next_replay, time.monotonic() + self._replay_interval_s)

@@ -79,13 +79,13 @@ class Spool:
     def has_records(self) -> bool:
         return self.size > 0
 
-    def fits(self, records: Sequence[SpooledEvent]) -> bool:
-        return self.size + sum(len(r.to_line()) + 1 for r in records) <= self.max_bytes
-
-    def append(self, records: Sequence[SpooledEvent]) -> None:
-        """Append durably: when this returns, the records survive a crash."""
+    def append(self, records: Sequence[SpooledEvent], *, past_limit: bool = False) -> bool:
+        """Append durably if within max_bytes (or `past_limit`); when this returns True, the records survive a crash."""
         data = "".join(record.to_line() + "\n" for record in records).encode("utf-8")
+        if not past_limit and self.size + len(data) > self.max_bytes:
+            return False
         _append_synced(self.path, data)
+        return True
 
     def read(self) -> list[SpooledEvent]:
         if not self.path.exists():
