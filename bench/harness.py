@@ -23,7 +23,8 @@ from psycopg import sql as pgsql
 from rich.console import Console
 from rich.table import Table
 
-from usagemeter import db, embedded, migrate
+from usagemeter import db
+from usagemeter.ops import embedded, migrate
 
 
 @contextmanager

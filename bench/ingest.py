@@ -32,7 +32,7 @@ from rich.table import Table
 
 from bench import harness
 from usagemeter import db
-from usagemeter.recorder import EnqueueOptions, Recorder
+from usagemeter.recording.recorder import EnqueueOptions, Recorder
 
 COLUMNS = ("tenant_id", "user_id", "action", "module_id", "tokens_input", "tokens_output", "metadata")
 NAIVE_INSERT = (

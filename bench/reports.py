@@ -26,8 +26,9 @@ import psycopg
 from rich.console import Console
 
 from bench import data, harness
-from usagemeter import db, exporting, reports
+from usagemeter import db
 from usagemeter.db import Identity, acting_as
+from usagemeter.reporting import exporting, filters, listing, summaries
 
 JUNE = (datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC))
 YEAR = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
@@ -52,12 +53,12 @@ RAW_PERSONAL = (
 class Case:
     label: str
     identity: Identity
-    query: reports.SummaryQuery
+    query: summaries.SummaryQuery
     raw_sql: str
     raw_params: dict[str, Any]
 
 
-def totals_of_summary(rows: list[reports.SummaryRow]) -> tuple[int, int, int, int]:
+def totals_of_summary(rows: list[summaries.SummaryRow]) -> tuple[int, int, int, int]:
     return (
         sum(r.events for r in rows),
         sum(r.tokens_input for r in rows),
@@ -92,7 +93,7 @@ def cases(conn: psycopg.Connection[Any], subjects: data.Subjects) -> list[Case]:
         Case(
             "largest tenant's month by action and day",
             Identity.user(member[0]),
-            reports.SummaryQuery(
+            summaries.SummaryQuery(
                 scope="tenant", tenant_id=subjects.largest_tenant, **month, group_by=("action",), bucket="day"
             ),
             RAW_BY_ACTION_AND_DAY,
@@ -101,14 +102,14 @@ def cases(conn: psycopg.Connection[Any], subjects: data.Subjects) -> list[Case]:
         Case(
             "all my usage this month (3 tenants, RLS)",
             Identity.user(subjects.member_of_three),
-            reports.SummaryQuery(scope="all", **month),
+            summaries.SummaryQuery(scope="all", **month),
             RAW_MINE,
             {"tenants": my_tenants, "user": subjects.member_of_three, **month},
         ),
         Case(
             "a personal user's month",
             Identity.user(subjects.personal_user),
-            reports.SummaryQuery(scope="user", user_id=subjects.personal_user, **month),
+            summaries.SummaryQuery(scope="user", user_id=subjects.personal_user, **month),
             RAW_PERSONAL,
             {"user": subjects.personal_user, **month},
         ),
@@ -136,11 +137,11 @@ def main() -> None:
         subjects = data.load(conn, rows=args.rows)
         console.print(f"loaded in {time.perf_counter() - started:,.0f} s")
         for case in cases(conn, subjects):
-            summary = reports.summarize(conn, case.identity, case.query)
+            summary = summaries.summarize(conn, case.identity, case.query)
             baseline = raw(conn, case.raw_sql, case.raw_params)
             assert totals_of_summary(summary) == totals_of_raw(baseline), case.label
             ours = harness.measure(
-                case.label, partial(reports.summarize, conn, case.identity, case.query), repeat=args.repeat
+                case.label, partial(summaries.summarize, conn, case.identity, case.query), repeat=args.repeat
             )
             plain = harness.measure(
                 "  plain GROUP BY over raw rows",
@@ -151,15 +152,15 @@ def main() -> None:
             speedups[case.label] = plain.p50 / ours.p50
 
         largest = cases(conn, subjects)[0]
-        listing = reports.ListQuery(scope="tenant", tenant_id=subjects.largest_tenant, start=YEAR[0], end=YEAR[1])
-        first_page = reports.list_events(conn, largest.identity, listing)
+        list_query = listing.ListQuery(scope="tenant", tenant_id=subjects.largest_tenant, start=YEAR[0], end=YEAR[1])
+        first_page = listing.list_events(conn, largest.identity, list_query)
         timings.append(harness.measure("listing: first page of 100", partial(
-            reports.list_events, conn, largest.identity, listing), repeat=args.repeat))  # fmt: skip
+            listing.list_events, conn, largest.identity, list_query), repeat=args.repeat))  # fmt: skip
         timings.append(harness.measure("listing: next page of 100", partial(
-            reports.list_events, conn, largest.identity, listing, cursor=first_page.next_cursor),
+            listing.list_events, conn, largest.identity, list_query, cursor=first_page.next_cursor),
             repeat=args.repeat))  # fmt: skip
 
-        export_query = reports.UsageFilter(
+        export_query = filters.UsageFilter(
             scope="tenant", tenant_id=subjects.largest_tenant, start=YEAR[0], end=YEAR[1]
         )
         export_rates = {}

@@ -16,7 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
-from usagemeter import db, embedded, migrate
+from usagemeter import db
+from usagemeter.ops import embedded, migrate
 
 
 def _create_database(server_url: str, name: str, *, template: str | None = None) -> None:

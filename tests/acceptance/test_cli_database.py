@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from usagemeter import embedded, migrate
+from usagemeter.ops import embedded, migrate
 
 
 def usagemeter(

@@ -36,7 +36,10 @@ def test_wheel_ships_every_migration_byte_for_byte(repo_root: Path, tmp_path: Pa
             for name in archive.namelist()
             if name.startswith("usagemeter/migrations/") and name.endswith(".sql")
         }
-        assert "usagemeter/sql/platform.sql" in archive.namelist()
-        assert "usagemeter/py.typed" in archive.namelist()
+        names = set(archive.namelist())
+        assert "usagemeter/ops/platform.sql" in names
+        for flow in ("db", "ops", "recording", "reporting"):
+            assert f"usagemeter/{flow}/queries.sql" in names
+        assert "usagemeter/py.typed" in names
     sources = {p.name: p.read_bytes() for p in (repo_root / "supabase" / "migrations").glob("*.sql")}
     assert shipped == sources

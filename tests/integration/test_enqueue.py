@@ -19,8 +19,10 @@ import pytest
 
 from tests import factories
 from tests.servers import server_binaries
-from usagemeter import db, embedded, errors, migrate, retry
-from usagemeter.recorder import EnqueueOptions, Recorder
+from usagemeter import db, errors
+from usagemeter.db import retry
+from usagemeter.ops import embedded, migrate
+from usagemeter.recording.recorder import EnqueueOptions, Recorder
 
 FAST_FAIL = retry.RetryPolicy(attempts=1, connect_timeout_s=0.3)
 
@@ -149,8 +151,8 @@ def test_a_database_restart_mid_stream_loses_and_doubles_nothing(
 CHILD = """
 import os, signal, sys, uuid
 from pathlib import Path
-from usagemeter import retry
-from usagemeter.recorder import EnqueueOptions, Recorder
+from usagemeter.db import retry
+from usagemeter.recording.recorder import EnqueueOptions, Recorder
 url, spool_dir, user = sys.argv[1], Path(sys.argv[2]), uuid.UUID(sys.argv[3])
 options = EnqueueOptions(spool_dir=spool_dir, write_policy=retry.RetryPolicy(attempts=1, connect_timeout_s=0.3))
 recorder = Recorder(url, enqueue_options=options)
@@ -211,8 +213,8 @@ def test_one_spool_directory_has_one_owner(database_url: str, tmp_path: Path) ->
 EXIT_WITHOUT_CLOSE = """
 import sys, uuid
 from pathlib import Path
-from usagemeter import retry
-from usagemeter.recorder import EnqueueOptions, Recorder
+from usagemeter.db import retry
+from usagemeter.recording.recorder import EnqueueOptions, Recorder
 options = EnqueueOptions(spool_dir=Path(sys.argv[2]), write_policy=retry.RetryPolicy(attempts=1, connect_timeout_s=0.3))
 me = Recorder(sys.argv[1], enqueue_options=options).as_user(uuid.UUID(sys.argv[3]))  # the root is not kept
 for i in range(50):

@@ -15,7 +15,7 @@ import pytest
 
 from tests import factories
 from usagemeter import errors
-from usagemeter.recorder import AsyncRecorder, EnqueueOptions, Recorder
+from usagemeter.recording.recorder import AsyncRecorder, EnqueueOptions, Recorder
 
 
 @pytest.fixture

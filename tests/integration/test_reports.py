@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from psycopg import errors as pgerrors
 
 from tests import factories
-from usagemeter import reports
 from usagemeter.db import Identity
+from usagemeter.reporting import filters, listing, summaries
 
 ACTIONS = ["agency:scope:generate", "agency:scope:revise", "agency:proposal:generate", "chat:message:send"]
 # Both 2026 DST changes of Europe/Paris and America/New_York fall inside this window.
@@ -106,7 +106,7 @@ def next_bucket(bucket_start: datetime, bucket: str, tz: str) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz))
 
 
-def expected_summary(world: World, viewer: uuid.UUID | None, query: reports.SummaryQuery) -> list[dict[str, Any]]:
+def expected_summary(world: World, viewer: uuid.UUID | None, query: summaries.SummaryQuery) -> list[dict[str, Any]]:
     """The same report computed in Python from the inserted rows: an oracle independent of the SQL."""
     key_names = {"action": "action", "domain": "domain", "module": "module_id", "user": "user_id"}
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -162,7 +162,7 @@ def expected_summary(world: World, viewer: uuid.UUID | None, query: reports.Summ
     )
 
 
-def normalised(rows: list[reports.SummaryRow]) -> list[dict[str, Any]]:
+def normalised(rows: list[summaries.SummaryRow]) -> list[dict[str, Any]]:
     return sorted(
         ({k: (v.astimezone(UTC) if isinstance(v, datetime) else v) for k, v in row.as_dict().items()} for row in rows),
         key=lambda d: repr({k: v for k, v in d.items()}),
@@ -199,7 +199,7 @@ def test_summaries_equal_an_independent_aggregation(
     with owner.transaction(force_rollback=True):
         world = build(owner, events)
         start = WINDOW_START + timedelta(days=q["start_day"])
-        query = reports.SummaryQuery(
+        query = summaries.SummaryQuery(
             scope=q["scope"],
             tenant_id=world.tenants[q["tenant"]],
             user_id=world.users[q["user"]],
@@ -211,7 +211,7 @@ def test_summaries_equal_an_independent_aggregation(
         )
         viewer = None if q["viewer"] == "service" else world.users[q["viewer"]]
         identity = Identity.service() if viewer is None else Identity.user(viewer)
-        got = normalised(reports.summarize(owner, identity, query))
+        got = normalised(summaries.summarize(owner, identity, query))
         assert got == as_utc(expected_summary(world, viewer, query))
 
 
@@ -221,10 +221,10 @@ def test_hour_buckets_are_zero_filled_in_the_zone(owner: psycopg.Connection[Any]
     at = datetime(2026, 6, 1, 10, 20, tzinfo=UTC)
     factories.add_event(owner, tenant_id=None, user_id=user)
     owner.execute("update public.usage_events set created_at = %s", (at,))
-    query = reports.SummaryQuery(
+    query = summaries.SummaryQuery(
         scope="user", user_id=user, start=at - timedelta(hours=3), end=at + timedelta(hours=3), bucket="hour", tz=tz
     )
-    rows = reports.summarize(owner, Identity.user(user), query)
+    rows = summaries.summarize(owner, Identity.user(user), query)
     assert len(rows) == 7 if tz == "Asia/Kolkata" else 6  # +05:30 splits the range into one more hour
     assert sum(r.events for r in rows) == 1
     hot = next(r for r in rows if r.events)
@@ -244,16 +244,16 @@ def test_a_member_never_sees_another_tenants_numbers(owner: psycopg.Connection[A
     span: dict[str, Any] = {"start": now - timedelta(days=1), "end": now + timedelta(days=1)}
     alice_id = Identity.user(alice)
 
-    foreign = reports.summarize(owner, alice_id, reports.SummaryQuery(scope="tenant", tenant_id=tenant_b, **span))
+    foreign = summaries.summarize(owner, alice_id, summaries.SummaryQuery(scope="tenant", tenant_id=tenant_b, **span))
     assert [r.events for r in foreign] == [0]
-    personal = reports.summarize(owner, alice_id, reports.SummaryQuery(scope="user", user_id=bob, **span))
+    personal = summaries.summarize(owner, alice_id, summaries.SummaryQuery(scope="user", user_id=bob, **span))
     assert [r.tokens_total for r in personal] == [0]
-    everything = reports.summarize(owner, alice_id, reports.SummaryQuery(scope="all", **span))
+    everything = summaries.summarize(owner, alice_id, summaries.SummaryQuery(scope="all", **span))
     assert [(r.events, r.tokens_input) for r in everything] == [(1, 1)]
-    page = reports.list_events(owner, alice_id, reports.ListQuery(scope="all", **span))
+    page = listing.list_events(owner, alice_id, listing.ListQuery(scope="all", **span))
     assert {e.tenant_id for e in page.events} == {tenant_a}
     with pytest.raises(pgerrors.InsufficientPrivilege):
-        reports.summarize(owner, Identity.anon(), reports.SummaryQuery(scope="all", **span))
+        summaries.summarize(owner, Identity.anon(), summaries.SummaryQuery(scope="all", **span))
 
 
 def test_personal_scope_is_only_rows_without_a_tenant(owner: psycopg.Connection[Any]) -> None:
@@ -262,11 +262,11 @@ def test_personal_scope_is_only_rows_without_a_tenant(owner: psycopg.Connection[
     factories.add_event(owner, tenant_id=tenant, user_id=alice, tokens_input=100, tokens_output=0)
     factories.add_event(owner, tenant_id=None, user_id=alice, tokens_input=7, tokens_output=0)
     now = datetime.now(UTC)
-    query = reports.SummaryQuery(
+    query = summaries.SummaryQuery(
         scope="user", user_id=alice, start=now - timedelta(days=1), end=now + timedelta(days=1)
     )
     for identity in (Identity.user(alice), Identity.service()):
-        assert [r.tokens_total for r in reports.summarize(owner, identity, query)] == [7]
+        assert [r.tokens_total for r in summaries.summarize(owner, identity, query)] == [7]
 
 
 def test_keyset_pages_concatenate_to_the_full_result_despite_inserts(owner: psycopg.Connection[Any]) -> None:
@@ -278,7 +278,7 @@ def test_keyset_pages_concatenate_to_the_full_result_despite_inserts(owner: psyc
             "insert into public.usage_events (tenant_id, user_id, action, created_at) values (%s, %s, 'a:b:c', %s)",
             (tenant, alice, base + timedelta(minutes=i // 3)),  # equal times: the id breaks ties
         )
-    query = reports.ListQuery(
+    query = listing.ListQuery(
         scope="tenant", tenant_id=tenant, start=base, end=datetime(2027, 1, 1, tzinfo=UTC), limit=40
     )
     identity = Identity.user(alice)
@@ -289,7 +289,7 @@ def test_keyset_pages_concatenate_to_the_full_result_despite_inserts(owner: psyc
     seen: list[uuid.UUID] = []
     cursor: str | None = None
     while True:
-        page = reports.list_events(owner, identity, query, cursor=cursor)
+        page = listing.list_events(owner, identity, query, cursor=cursor)
         seen += [e.id for e in page.events]
         factories.add_event(owner, tenant_id=tenant, user_id=alice)  # a newer event arrives between pages
         if page.next_cursor is None:
@@ -312,7 +312,7 @@ def test_listing_filters(owner: psycopg.Connection[Any]) -> None:
     }
 
     def actions(**filters: Any) -> set[str]:
-        page = reports.list_events(owner, Identity.user(user), reports.ListQuery(**span, **filters))
+        page = listing.list_events(owner, Identity.user(user), listing.ListQuery(**span, **filters))
         return {e.action for e in page.events}
 
     assert actions(action_prefix="agency:") == {"agency:scope:generate", "agency:proposal:generate"}
@@ -339,15 +339,15 @@ def test_bad_report_parameters_are_clear_errors(fields: dict[str, Any], message:
         "start": datetime(2026, 1, 1, tzinfo=UTC),
         "end": datetime(2026, 2, 1, tzinfo=UTC),
     }
-    with pytest.raises(reports.ReportError, match=message):
-        reports.query_from(reports.SummaryQuery, **{**base, **fields})
+    with pytest.raises(filters.ReportError, match=message):
+        filters.query_from(summaries.SummaryQuery, **{**base, **fields})
 
 
 @pytest.mark.parametrize("cursor", ["not-base64!", "bm9wZQ", "WyJ4IiwgInkiXQ"])
 def test_malformed_cursors_are_refused(owner: psycopg.Connection[Any], cursor: str) -> None:
-    query = reports.ListQuery(scope="all", start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 2, 1, tzinfo=UTC))
-    with pytest.raises(reports.ReportError, match="malformed cursor"):
-        reports.list_events(owner, Identity.service(), query, cursor=cursor)
+    query = listing.ListQuery(scope="all", start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 2, 1, tzinfo=UTC))
+    with pytest.raises(filters.ReportError, match="malformed cursor"):
+        listing.list_events(owner, Identity.service(), query, cursor=cursor)
 
 
 def test_top_keeps_the_biggest_groups(owner: psycopg.Connection[Any]) -> None:
@@ -355,7 +355,7 @@ def test_top_keeps_the_biggest_groups(owner: psycopg.Connection[Any]) -> None:
     for action, tokens in [("a:b:c", 5), ("a:b:d", 50), ("a:b:e", 500), ("a:b:e", 1)]:
         factories.add_event(owner, tenant_id=None, user_id=user, action=action, tokens_input=tokens, tokens_output=0)
     now = datetime.now(UTC)
-    query = reports.SummaryQuery(
+    query = summaries.SummaryQuery(
         scope="user",
         user_id=user,
         start=now - timedelta(days=1),
@@ -363,5 +363,5 @@ def test_top_keeps_the_biggest_groups(owner: psycopg.Connection[Any]) -> None:
         group_by=("action",),
         top=2,
     )
-    rows = reports.summarize(owner, Identity.user(user), query)
+    rows = summaries.summarize(owner, Identity.user(user), query)
     assert sorted((r.keys["action"], r.tokens_total) for r in rows) == [("a:b:d", 50), ("a:b:e", 501)]

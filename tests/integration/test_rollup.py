@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from psycopg import errors as pgerrors
 
 from tests import factories
-from usagemeter import reports, rollup
 from usagemeter.db import Identity, acting_as
-from usagemeter.recorder import Recorder
+from usagemeter.recording.recorder import Recorder
+from usagemeter.reporting import filters, rollup_check, summaries
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -59,7 +59,7 @@ def test_rollup_equals_raw_events_after_any_writes(owner: psycopg.Connection[Any
             else:
                 owner.execute("delete from public.tenants where id = %s", (tenant,))
                 tenants[tenant_index] = factories.add_tenant(owner)
-        assert rollup.differences(owner) == 0
+        assert rollup_check.differences(owner) == 0
 
 
 def test_rollup_rows_follow_the_same_visibility(owner: psycopg.Connection[Any]) -> None:
@@ -97,15 +97,15 @@ def test_summaries_use_the_rollup_and_add_partial_hours_from_raw_events(
             ]
         )
     start, end = T0 + timedelta(minutes=20), T0 + timedelta(hours=30, minutes=40)  # partial first and last hours
-    query = reports.SummaryQuery(
+    query = summaries.SummaryQuery(
         scope="tenant", tenant_id=tenant, start=start, end=end, bucket="day", tz="Europe/Paris"
     )
-    assert reports.summary_source(query) == "hourly"  # Paris days are not UTC days
+    assert summaries.summary_source(query) == "hourly"  # Paris days are not UTC days
     raw_query = query.model_copy(update={"metadata": {}})  # a metadata filter forces raw events ({} matches all)
-    assert reports.summary_source(raw_query) == "raw"
+    assert summaries.summary_source(raw_query) == "raw"
     identity = Identity.user(alice)
-    from_rollup = reports.summarize(owner, identity, query)
-    assert from_rollup == reports.summarize(owner, identity, raw_query)
+    from_rollup = summaries.summarize(owner, identity, query)
+    assert from_rollup == summaries.summarize(owner, identity, raw_query)
     expected = owner.execute(
         "select count(*), sum(tokens_input) from public.usage_events where created_at >= %s and created_at < %s",
         (start, end),
@@ -124,17 +124,17 @@ def test_summaries_use_the_rollup_and_add_partial_hours_from_raw_events(
         ("day", "Europe/London", "hourly"),  # +01:00 in summer
     ],
 )
-def test_the_coarsest_exact_source_is_chosen(bucket: reports.Bucket | None, tz: str, source: str) -> None:
-    query = reports.SummaryQuery(
+def test_the_coarsest_exact_source_is_chosen(bucket: summaries.Bucket | None, tz: str, source: str) -> None:
+    query = summaries.SummaryQuery(
         scope="all", start=T0 + timedelta(minutes=30), end=T0 + timedelta(days=3, minutes=30), bucket=bucket, tz=tz
     )
-    assert reports.summary_source(query) == source
+    assert summaries.summary_source(query) == source
 
 
 @pytest.mark.parametrize("scope", ["all", "tenant"])
 @pytest.mark.parametrize("bucket", [None, "day", "week"])
 def test_daily_rollup_summaries_equal_raw_ones(
-    database_url: str, owner: psycopg.Connection[Any], bucket: reports.Bucket | None, scope: reports.Scope
+    database_url: str, owner: psycopg.Connection[Any], bucket: summaries.Bucket | None, scope: filters.Scope
 ) -> None:
     tenant, alice = factories.add_tenant(owner), factories.add_user(owner)
     factories.add_member(owner, tenant, alice)
@@ -152,21 +152,21 @@ def test_daily_rollup_summaries_equal_raw_ones(
             ]
         )
     start, end = T0 + timedelta(hours=5, minutes=10), T0 + timedelta(days=19, hours=7, minutes=45)
-    query = reports.SummaryQuery(
+    query = summaries.SummaryQuery(
         scope=scope, tenant_id=tenant, start=start, end=end, bucket=bucket, group_by=("action",), tz="UTC"
     )
-    assert reports.summary_source(query) == "daily"
-    tenant_wide = "tenant_days" in reports.source_plan(query).parts
+    assert summaries.summary_source(query) == "daily"
+    tenant_wide = "tenant_days" in summaries.source_plan(query).parts
     assert tenant_wide is (scope == "tenant")  # one tenant, users not distinguished: the smallest table
     raw_query = query.model_copy(update={"metadata": {}})
     identity = Identity.user(alice)
-    assert reports.summarize(owner, identity, query) == reports.summarize(owner, identity, raw_query)
+    assert summaries.summarize(owner, identity, query) == summaries.summarize(owner, identity, raw_query)
 
 
 def test_rebuild_repairs_a_rollup_made_wrong(owner: psycopg.Connection[Any]) -> None:
     user = factories.add_user(owner)
     factories.add_event(owner, tenant_id=None, user_id=user)
     owner.execute("update public.usage_rollup_hourly set events = events + 5")
-    assert rollup.differences(owner) == 1
-    assert rollup.rebuild(owner) == 1
-    assert rollup.differences(owner) == 0
+    assert rollup_check.differences(owner) == 1
+    assert rollup_check.rebuild(owner) == 1
+    assert rollup_check.differences(owner) == 0

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from psycopg import sql as pgsql
 
 from tests import factories
-from usagemeter.models import METADATA_MAX_BYTES, UsageEvent
+from usagemeter.recording.event import METADATA_MAX_BYTES, UsageEvent
 
 SEGMENT_ALPHABET = "abz09_-Aé :.\n\x00"
 json_scalars = st.one_of(

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from usagemeter import typegen
+from usagemeter.ops import typegen
 
 COMMITTED = {
     "typescript": "packages/database/src/types/database.ts",

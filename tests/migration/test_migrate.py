@@ -8,7 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from usagemeter import db, errors, migrate
+from usagemeter import db, errors
+from usagemeter.ops import migrate
 
 # A compact fingerprint of everything the migrations define: a second run must not move it.
 FINGERPRINT = """

@@ -11,8 +11,9 @@ import psycopg
 import pytest
 
 from tests.servers import server_binaries
-from usagemeter import db, embedded, migrate
+from usagemeter import db
 from usagemeter.db import Identity, acting_as
+from usagemeter.ops import embedded, migrate
 
 # What a Supabase project already holds before our migrations: its own auth.users (more columns),
 # its own auth functions, the "grant all to anon/authenticated" default privileges, and a

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from usagemeter import errors, migrate
+from usagemeter import errors
+from usagemeter.ops import migrate
 
 
 def test_shipped_migrations_follow_supabase_naming_and_order() -> None:

@@ -14,7 +14,8 @@ import typer
 from psycopg import conninfo
 from rich.console import Console
 
-from usagemeter import db, embedded, errors, migrate, settings
+from usagemeter import db, errors, settings
+from usagemeter.ops import embedded, migrate
 
 out = Console()
 err = Console(stderr=True)

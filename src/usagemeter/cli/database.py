@@ -10,15 +10,16 @@ import psycopg
 import typer
 from rich.table import Table
 
-from usagemeter import db, migrate, sql, typegen
+from usagemeter import db
 from usagemeter.cli.common import DatabaseUrlOption, database, embedded_server, err, out, reported_errors, safe_url
+from usagemeter.ops import migrate, typegen
 
 db_app = typer.Typer(help="Migrate, inspect, start and stop the database.", no_args_is_help=True)
 
 
 def _print_status(conn: psycopg.Connection[tuple[object, ...]], target: str) -> int:
     """Print the migration table; returns how many are pending or changed."""
-    major, full = conn.execute(sql.queries["server_version"]).fetchone() or (0, "?")
+    major, full = migrate.server_version(conn)
     out.print(f"Migrations on {target} (PostgreSQL {full})", highlight=False, soft_wrap=True)
     table = Table()
     table.add_column("version")

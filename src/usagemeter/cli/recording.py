@@ -13,9 +13,9 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
-from usagemeter import importing
-from usagemeter import recorder as recorder_module
 from usagemeter.cli.common import DatabaseUrlOption, database, err, fail, reported_errors
+from usagemeter.recording import importing
+from usagemeter.recording import recorder as recorder_module
 
 
 def _event_from_flags(

@@ -15,9 +15,9 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, TextColumn
 
-from usagemeter import db, exporting, report_output, reports, rollup
+from usagemeter import db
 from usagemeter.cli.common import DatabaseUrlOption, database, err, fail, out, reported_errors
-from usagemeter.sql import report_queries
+from usagemeter.reporting import exporting, filters, rendering, report_sql, rollup_check, summaries
 
 
 def _report_range(start: str | None, end: str | None, tz: str) -> tuple[datetime, datetime]:
@@ -42,11 +42,11 @@ def _report_range(start: str | None, end: str | None, tz: str) -> tuple[datetime
 
 def _scope_and_range(
     tenant: uuid.UUID | None, user: uuid.UUID | None, all_visible: bool, start: str | None, end: str | None, tz: str
-) -> tuple[reports.Scope, datetime, datetime]:
+) -> tuple[filters.Scope, datetime, datetime]:
     """The scope flags (exactly one) and the time range, as report and export take them."""
     if sum((tenant is not None, user is not None, all_visible)) != 1:
         fail("give exactly one of --tenant ID, --user ID or --all", code=2)
-    scope: reports.Scope = "tenant" if tenant else "user" if user else "all"
+    scope: filters.Scope = "tenant" if tenant else "user" if user else "all"
     since, until = _report_range(start, end, tz)
     return scope, since, until
 
@@ -75,25 +75,25 @@ def report(
         fail("--chart needs --bucket", code=2)
     group_by = tuple(part.strip() for part in by.split(",") if part.strip())
     try:
-        query = reports.query_from(
-            reports.SummaryQuery, scope=scope, tenant_id=tenant, user_id=user, start=since, end=until,
+        query = filters.query_from(
+            summaries.SummaryQuery, scope=scope, tenant_id=tenant, user_id=user, start=since, end=until,
             group_by=group_by, bucket=bucket, tz=tz, top=top, action_prefix=action_prefix,
         )  # fmt: skip
-    except reports.ReportError as failure:
+    except filters.ReportError as failure:
         fail(str(failure).replace("group_by", "--by"), code=2)
     identity = db.Identity.user(as_user) if as_user else db.Identity.service()
     with reported_errors(), database(database_url) as url, db.connect(url) as conn:
-        rows = reports.summarize(conn, identity, query)
-    key_names = [report_queries.GROUP_COLUMNS[k][0] for k in query.group_by] + (["bucket"] if bucket else [])
+        rows = summaries.summarize(conn, identity, query)
+    key_names = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by] + (["bucket"] if bucket else [])
     if output == "json":
-        print(report_output.to_json(rows))
+        print(rendering.to_json(rows))
     elif output == "csv":
-        sys.stdout.write(report_output.to_csv(rows, key_names))
+        sys.stdout.write(rendering.to_csv(rows, key_names))
     else:
         title = f"Usage {since.date()} to {until.date()} ({scope}{', ' + tz if bucket else ''})"
-        report_output.print_table(rows, key_names, title, out)
+        rendering.print_table(rows, key_names, title, out)
     if chart:
-        report_output.print_chart(rows, tz, out if output == "table" else err)
+        rendering.print_chart(rows, tz, out if output == "table" else err)
 
 
 def rollup_command(
@@ -107,9 +107,9 @@ def rollup_command(
     """
     with reported_errors(), database(database_url) as url, db.connect(url, autocommit=True) as conn:
         if rebuild:
-            written = rollup.rebuild(conn)
+            written = rollup_check.rebuild(conn)
             out.print(f"rebuilt the rollups: {written:,} hourly rows")
-        wrong = rollup.differences(conn)
+        wrong = rollup_check.differences(conn)
     if wrong:
         err.print(f"[bold red]{wrong:,} rollup groups differ from the raw events[/]; run `usagemeter rollup --rebuild`")
         raise typer.Exit(1)
@@ -145,11 +145,11 @@ def export(
     except json.JSONDecodeError as failure:
         fail(f"--metadata: not JSON: {failure.msg}", code=2)
     try:
-        query = reports.query_from(
-            reports.UsageFilter, scope=scope, tenant_id=tenant, user_id=user, start=since, end=until,
+        query = filters.query_from(
+            filters.UsageFilter, scope=scope, tenant_id=tenant, user_id=user, start=since, end=until,
             action_prefix=action_prefix, module=module, by_user=by_user, metadata=containment,
         )  # fmt: skip
-    except reports.ReportError as failure:
+    except filters.ReportError as failure:
         fail(str(failure), code=2)
     identity = db.Identity.user(as_user) if as_user else db.Identity.service()
     fmt: exporting.ExportFormat = output_format  # type: ignore[assignment]  # checked above

@@ -10,21 +10,23 @@ from typing import Any
 
 import psycopg
 
-from usagemeter import sql
+from usagemeter.db import sql
+
+queries = sql.load_queries("usagemeter.reporting")
 
 
 def differences(conn: psycopg.Connection[Any]) -> int:
     """How many (hour or day, tenant, user, action) groups disagree between the rollups and the raw events."""
-    row = conn.execute(sql.queries["rollup_differences"]).fetchone()
+    row = conn.execute(queries["rollup_differences"]).fetchone()
     return int(row[0]) if row else 0
 
 
 def rebuild(conn: psycopg.Connection[Any]) -> int:
     """Recompute both rollups from the raw events; returns the number of hourly rows written."""
     with conn.transaction():
-        conn.execute(sql.queries["lock_usage_for_rebuild"])
-        conn.execute(sql.queries["clear_rollups"])
-        hours = conn.execute(sql.queries["rebuild_hourly_rollup"]).rowcount
-        conn.execute(sql.queries["rebuild_daily_rollup"])
-        conn.execute(sql.queries["rebuild_tenant_daily_rollup"])
+        conn.execute(queries["lock_usage_for_rebuild"])
+        conn.execute(queries["clear_rollups"])
+        hours = conn.execute(queries["rebuild_hourly_rollup"]).rowcount
+        conn.execute(queries["rebuild_daily_rollup"])
+        conn.execute(queries["rebuild_tenant_daily_rollup"])
         return hours

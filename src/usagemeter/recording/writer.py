@@ -7,7 +7,6 @@ retries by the caller. A batch runs in one (sub)transaction as the caller's role
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,9 +16,12 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import errors as pgerrors
 
-from usagemeter import errors, sql
-from usagemeter.db import Identity, acting_as
-from usagemeter.models import UsageEvent, metadata_json
+from usagemeter import errors
+from usagemeter.db import Identity, acting_as, sql
+from usagemeter.db import identity as db_identity
+from usagemeter.recording.event import UsageEvent, metadata_json
+
+queries = sql.load_queries("usagemeter.recording")
 
 
 @dataclass(frozen=True)
@@ -142,12 +144,12 @@ def _check_created_at(identity: Identity, batch: Sequence[Pending]) -> bool:
 def _insert(conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending]) -> list[Recorded]:
     """Insert in the current transaction; resolve rows that were skipped as already stored."""
     timed = _check_created_at(identity, batch)
-    query = sql.queries["insert_events_with_created_at" if timed else "insert_events"]
+    query = queries["insert_events_with_created_at" if timed else "insert_events"]
     columns = _columns(batch)
     stored = dict(conn.execute(query, columns).fetchall())
     skipped = [i for i, p in enumerate(batch) if p.id not in stored]
     if skipped:
-        earlier = conn.execute(sql.queries["events_by_id"], {"ids": [batch[i].id for i in skipped]}).fetchall()
+        earlier = conn.execute(queries["events_by_id"], {"ids": [batch[i].id for i in skipped]}).fetchall()
         stored.update(dict(earlier))
     results: list[Recorded | None] = [
         Recorded(p.id, stored[p.id], duplicate=False) if p.id in stored else None for p in batch
@@ -163,7 +165,7 @@ def _resolve_by_key(conn: psycopg.Connection[Any], batch: Sequence[Pending], ind
     """Events skipped because their idempotency key is taken: the same payload is a duplicate, another a conflict."""
     events = [batch[i].event for i in indexes]
     rows = conn.execute(
-        sql.queries["events_by_idempotency_key"],
+        queries["events_by_idempotency_key"],
         {
             "tenant_ids": [e.tenant_id for e in events],
             "user_ids": [e.user_id for e in events],
@@ -202,12 +204,11 @@ def write_fast(
     with conn.pipeline(), conn.transaction():
         clock: psycopg.Cursor[Any] | None = None
         for identity, chunks in groups:
-            claims = json.dumps(dict(identity.claims))
-            cursor = conn.execute(sql.queries["become_request_identity"], {"role": identity.role, "claims": claims})
+            cursor = db_identity.become(conn, identity)
             clock = clock or cursor
             for chunk in chunks:
                 timed = _check_created_at(identity, chunk)
-                query = sql.queries["insert_events_plain_with_created_at" if timed else "insert_events_plain"]
+                query = queries["insert_events_plain_with_created_at" if timed else "insert_events_plain"]
                 conn.execute(query, _columns(chunk))
                 written.extend(chunk)
     assert clock is not None

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
-from usagemeter.reports import SummaryRow
+from usagemeter.reporting.summaries import SummaryRow
 
 OutputFormat = Literal["table", "json", "csv"]
 TOTALS = ("events", "tokens_input", "tokens_output", "tokens_total")

@@ -19,8 +19,8 @@ from typing import IO, Any
 
 from usagemeter import errors
 from usagemeter.db import Identity
-from usagemeter.models import UsageEvent
-from usagemeter.writer import Pending
+from usagemeter.recording.event import UsageEvent
+from usagemeter.recording.writer import Pending
 
 
 @dataclass(frozen=True)

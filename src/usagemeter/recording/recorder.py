@@ -30,10 +30,11 @@ import psycopg
 import pydantic
 from psycopg_pool import ConnectionPool
 
-from usagemeter import enqueuer, errors, group_commit, retry, settings, spool, writer
-from usagemeter.db import Identity
-from usagemeter.models import EventFields, UsageEvent
-from usagemeter.writer import Recorded
+from usagemeter import errors, settings
+from usagemeter.db import Identity, retry
+from usagemeter.recording import enqueuer, group_commit, spool, writer
+from usagemeter.recording.event import EventFields, UsageEvent
+from usagemeter.recording.writer import Recorded
 
 __all__ = ["AsyncRecorder", "Recorded", "Recorder", "UsageEvent", "validate_events"]
 
@@ -205,7 +206,7 @@ class Recorder:
         Every write then runs as role `authenticated` with those claims, so RLS lets it record only
         as that user, personal or into their tenants, whatever the caller passes.
         """
-        identity = Identity.user(user) if isinstance(user, uuid.UUID) else Identity.from_claims(user)
+        identity = Identity.user(user) if isinstance(user, uuid.UUID) else Identity.user_from_claims(user)
         return self._face(identity)
 
     def as_service(self) -> Recorder:

@@ -15,8 +15,8 @@ import psycopg
 from psycopg import sql as pgsql
 
 from usagemeter.db import Identity, acting_as
-from usagemeter.reports import UsageFilter
-from usagemeter.sql import report_queries
+from usagemeter.reporting import report_sql
+from usagemeter.reporting.filters import UsageFilter
 
 ExportFormat = Literal["csv", "jsonl", "parquet"]
 CHUNK_ROWS = 5_000  # bounds memory: one chunk of rows at a time
@@ -35,7 +35,7 @@ def export_events(
     """Write the events of `query` to `sink`; returns how many were written."""
     export = _Export(conn, query, query.active_filters(), query.parameters(), sink, progress or (lambda rows: None))
     with acting_as(conn, identity):
-        conn.execute(report_queries.USE_TIME_ZONE, {"tz": "UTC"})  # times print as UTC, whatever the server's zone
+        conn.execute(report_sql.USE_TIME_ZONE, {"tz": "UTC"})  # times print as UTC, whatever the server's zone
         writers = {"csv": export.csv, "jsonl": export.jsonl, "parquet": export.parquet}
         return writers[fmt]()
 
@@ -53,7 +53,7 @@ class _Export:
 
     def csv(self) -> int:
         statement = pgsql.SQL("copy ({}) to stdout with (format csv, header)").format(
-            report_queries.export_query(self.query.scope, self.filters, report_queries.EXPORT_COLUMNS)
+            report_sql.export_query(self.query.scope, self.filters, report_sql.EXPORT_COLUMNS)
         )
         rows = -1  # the header line; no value holds a raw newline (jsonb escapes them, CHECKs forbid them)
         with self.conn.cursor() as cur, cur.copy(statement, self.params) as copy:
@@ -64,7 +64,7 @@ class _Export:
         return max(rows, 0)
 
     def jsonl(self) -> int:
-        statement = report_queries.export_query(self.query.scope, self.filters, report_queries.EXPORT_JSON_OBJECT)
+        statement = report_sql.export_query(self.query.scope, self.filters, report_sql.EXPORT_JSON_OBJECT)
         rows = 0
         with self.conn.cursor(name="usagemeter_export") as cur:
             cur.itersize = CHUNK_ROWS
@@ -97,7 +97,7 @@ class _Export:
             "e.id::text, e.tenant_id::text, e.user_id::text, e.action, e.module_id, e.tokens_input, e.tokens_output,"
             " e.tokens_total, e.metadata::text, e.created_at"
         )
-        statement = report_queries.export_query(self.query.scope, self.filters, columns)
+        statement = report_sql.export_query(self.query.scope, self.filters, columns)
         rows = 0
         with self.conn.cursor(name="usagemeter_export") as cur, pq.ParquetWriter(self.sink, schema) as writer:
             cur.itersize = CHUNK_ROWS

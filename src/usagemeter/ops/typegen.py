@@ -12,7 +12,9 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import class_row
 
-from usagemeter import sql
+from usagemeter.db import sql
+
+queries = sql.load_queries("usagemeter.ops")
 
 Language = Literal["typescript", "python"]
 
@@ -84,10 +86,10 @@ def introspect(conn: psycopg.Connection[Any], schema: str = "public") -> list[Ta
     """Tables of `schema` with their columns and foreign keys, sorted by name as Supabase sorts them."""
     params = {"schema": schema}
     with conn.cursor(row_factory=class_row(Column)) as cur:
-        columns = cur.execute(sql.queries["table_columns"], params).fetchall()
+        columns = cur.execute(queries["table_columns"], params).fetchall()
     with conn.cursor(row_factory=class_row(ForeignKey)) as cur:
-        keys = cur.execute(sql.queries["foreign_keys"], params).fetchall()
-    comments = dict(conn.execute(sql.queries["table_comments"], params).fetchall())
+        keys = cur.execute(queries["foreign_keys"], params).fetchall()
+    comments = dict(conn.execute(queries["table_comments"], params).fetchall())
     columns_of: dict[str, list[Column]] = defaultdict(list)
     for column in columns:
         columns_of[column.table_name].append(column)

@@ -19,8 +19,9 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from usagemeter import errors, retry, writer
-from usagemeter.db import Identity
+from usagemeter import errors
+from usagemeter.db import Identity, retry
+from usagemeter.recording import writer
 
 Outcome = writer.Recorded | BaseException
 

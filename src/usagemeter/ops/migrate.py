@@ -17,7 +17,10 @@ from typing import Any, Literal
 
 import psycopg
 
-from usagemeter import errors, sql
+from usagemeter import errors
+from usagemeter.db import sql
+
+queries = sql.load_queries("usagemeter.ops")
 
 MIGRATION_FILE_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[A-Za-z0-9_-]+)\.sql$")
 _INSIGNIFICANT = re.compile(r"[\s;]+")
@@ -59,7 +62,7 @@ def migrations_dir() -> Path:
     packaged = resources.files("usagemeter").joinpath("migrations")
     if packaged.is_dir():
         return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+    checkout = Path(__file__).resolve().parents[3] / "supabase" / "migrations"
     if checkout.is_dir():
         return checkout
     raise errors.MigrationError("no migrations found: neither usagemeter/migrations nor supabase/migrations exists")
@@ -91,11 +94,17 @@ def same_sql(applied_statements: Sequence[str], file_text: str) -> bool:
     return _INSIGNIFICANT.sub("", "".join(applied_statements)) == _INSIGNIFICANT.sub("", file_text)
 
 
+def server_version(conn: psycopg.Connection[Any]) -> tuple[int, str]:
+    """The server's major version and its full version string, for status output."""
+    row = conn.execute(queries["server_version"]).fetchone()
+    return (int(row[0]), str(row[1])) if row is not None else (0, "?")
+
+
 def _applied(conn: psycopg.Connection[Any]) -> dict[str, list[str] | None]:
-    exists = conn.execute(sql.queries["migration_history_exists"]).fetchone()
+    exists = conn.execute(queries["migration_history_exists"]).fetchone()
     if exists is None or not exists[0]:
         return {}
-    rows = conn.execute(sql.queries["applied_migrations"]).fetchall()
+    rows = conn.execute(queries["applied_migrations"]).fetchall()
     return {str(version): statements for version, _name, statements in rows}
 
 
@@ -116,7 +125,7 @@ def states(conn: psycopg.Connection[Any], migrations: Iterable[Migration]) -> li
 def apply_platform_shim(conn: psycopg.Connection[Any]) -> None:
     """Create the Supabase roles and auth objects where absent; a no-op on Supabase itself."""
     with conn.transaction():
-        conn.execute(sql.read_sql_file("platform.sql"))
+        conn.execute(sql.read_sql_file("usagemeter.ops", "platform.sql"))
 
 
 def migrate(conn: psycopg.Connection[Any], migrations: Sequence[Migration] | None = None) -> list[Migration]:
@@ -129,11 +138,11 @@ def migrate(conn: psycopg.Connection[Any], migrations: Sequence[Migration] | Non
             "migrate() needs an autocommit connection: each migration runs in its own transaction"
         )
     migrations = list(migrations if migrations is not None else discover_migrations())
-    conn.execute(sql.queries["lock_migrations"])
+    conn.execute(queries["lock_migrations"])
     try:
         apply_platform_shim(conn)
         with conn.transaction():
-            conn.execute(sql.queries["create_migration_history"])
+            conn.execute(queries["create_migration_history"])
         current = states(conn, migrations)
         changed = [s.migration.file_name for s in current if s.status == "changed"]
         if changed:
@@ -152,7 +161,7 @@ def migrate(conn: psycopg.Connection[Any], migrations: Sequence[Migration] | Non
         return applied_now
     finally:
         if not conn.closed and not conn.broken:
-            conn.execute(sql.queries["unlock_migrations"])
+            conn.execute(queries["unlock_migrations"])
 
 
 def _refuse_foreign_tables(conn: psycopg.Connection[Any], pending: Sequence[Migration]) -> None:
@@ -160,7 +169,7 @@ def _refuse_foreign_tables(conn: psycopg.Connection[Any], pending: Sequence[Migr
     clashes: list[str] = []
     for migration in pending:
         for table in migration.created_tables:
-            row = conn.execute(sql.queries["table_shape"], {"table": table}).fetchone()
+            row = conn.execute(queries["table_shape"], {"table": table}).fetchone()
             if row is not None and row[0] is not None:
                 clashes.append(f"{table} ({row[0]}), which {migration.file_name} creates")
     if clashes:
@@ -176,7 +185,7 @@ def _apply_one(conn: psycopg.Connection[Any], migration: Migration) -> None:
         with conn.transaction():
             conn.execute(migration.text)  # trusted: a file shipped with usagemeter
             conn.execute(
-                sql.queries["record_migration"],
+                queries["record_migration"],
                 {"version": migration.version, "name": migration.name, "statements": [migration.text]},
             )
     except psycopg.Error as failure:

@@ -20,10 +20,11 @@ from typing import Any, Literal
 
 from psycopg_pool import ConnectionPool
 
-from usagemeter import errors, retry, writer
-from usagemeter.db import Identity
-from usagemeter.models import UsageEvent
-from usagemeter.spool import Spool, SpooledEvent
+from usagemeter import errors
+from usagemeter.db import Identity, retry
+from usagemeter.recording import writer
+from usagemeter.recording.event import UsageEvent
+from usagemeter.recording.spool import Spool, SpooledEvent
 
 OnFull = Literal["block", "raise"]
 log = logging.getLogger("usagemeter.enqueue")

@@ -14,8 +14,8 @@ from typing import Any
 import pydantic
 
 from usagemeter import errors
-from usagemeter.models import UsageEvent
-from usagemeter.recorder import Recorded, Recorder, validate_events
+from usagemeter.recording.event import UsageEvent
+from usagemeter.recording.recorder import Recorded, Recorder, validate_events
 
 CHUNK = 1000
 

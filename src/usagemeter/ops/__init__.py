@@ -1,0 +1,1 @@
+"""Operations, apart from both flows: migrations, the embedded PostgreSQL, type generation."""

@@ -1,0 +1,78 @@
+-- Queries of the read flow that are fixed text: rollup checks and rebuilds (summaries compose theirs in report_sql.py).
+-- One query per `-- name --` marker, with a comment saying what it is for. Parameters are %(name)s
+-- placeholders bound by psycopg; no SQL is ever built from values.
+
+-- rollup_differences --
+-- Groups where a rollup and the raw events disagree (none when the triggers did their job).
+with raw as (
+  select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action,
+         count(*)::bigint as events, sum(tokens_input)::bigint as tokens_input,
+         sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total
+  from public.usage_events group by 1, 2, 3, 4
+), raw_days as (
+  select date_trunc('day', bucket, 'UTC') as bucket, tenant_id, user_id, action, sum(events)::bigint as events,
+         sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
+         sum(tokens_total)::bigint as tokens_total
+  from raw group by 1, 2, 3, 4
+), raw_tenant_days as (
+  select bucket, tenant_id, action, sum(events)::bigint as events, sum(tokens_input)::bigint as tokens_input,
+         sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total
+  from raw_days where tenant_id is not null group by 1, 2, 3
+), tenant_days as (
+  select day, tenant_id, action, events, tokens_input, tokens_output, tokens_total
+  from public.usage_rollup_tenant_daily where events <> 0
+), hours as (
+  select bucket, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
+  from public.usage_rollup_hourly where events <> 0
+), days as (
+  select day, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
+  from public.usage_rollup_daily where events <> 0
+)
+select count(*) from (
+  select 'hour', bucket, tenant_id, user_id, action
+  from ((table raw except table hours) union all (table hours except table raw)) as mismatched
+  union
+  select 'day', bucket, tenant_id, user_id, action
+  from ((table raw_days except table days) union all (table days except table raw_days)) as mismatched_days
+  union
+  select 'tenant day', bucket, tenant_id, null, action
+  from ((table raw_tenant_days except table tenant_days) union all (table tenant_days except table raw_tenant_days))
+    as mismatched_tenant_days
+) as differing_groups
+
+-- lock_usage_for_rebuild --
+-- Hold writers off while the rollups are rebuilt, so no event lands between the delete and the insert.
+lock table public.usage_events in share mode
+
+-- clear_rollups --
+-- Forget both rollups (the rebuild refills them in the same transaction).
+delete from public.usage_rollup_hourly;
+delete from public.usage_rollup_daily;
+delete from public.usage_rollup_tenant_daily
+
+-- rebuild_hourly_rollup --
+-- The hourly rollup recomputed from every raw event.
+insert into public.usage_rollup_hourly
+  (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1),
+       count(*), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+from public.usage_events
+group by 1, 2, 3, 4
+
+-- rebuild_tenant_daily_rollup --
+-- The tenant-wide daily rollup recomputed from the daily one.
+insert into public.usage_rollup_tenant_daily
+  (day, tenant_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+select day, tenant_id, action, module_id, sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+from public.usage_rollup_daily
+where tenant_id is not null
+group by 1, 2, 3, 4
+
+-- rebuild_daily_rollup --
+-- The daily rollup recomputed from the hourly one.
+insert into public.usage_rollup_daily
+  (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
+select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id,
+       sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+from public.usage_rollup_hourly
+group by 1, 2, 3, 4, 5

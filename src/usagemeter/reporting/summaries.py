@@ -1,0 +1,181 @@
+"""Usage summaries, run as the caller's identity so row-level security decides what counts.
+
+    summarize(conn, Identity.user(uid), SummaryQuery(scope="all", start=..., end=..., group_by=["action"]))
+
+A summary reads the coarsest exact source for its range: the daily rollups (or the tenant-wide
+one), hourly rollups around them, and raw events for partial hours at the edges. The rollups are
+kept exact by triggers, so every source gives the numbers the raw events would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zoneinfo
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import dict_row
+from pydantic import Field, field_validator
+
+from usagemeter.db import Identity, acting_as
+from usagemeter.reporting import report_sql
+from usagemeter.reporting.filters import UsageFilter
+
+Bucket = Literal["hour", "day", "week", "month"]
+GroupKey = report_sql.GroupKey
+
+
+class SummaryQuery(UsageFilter):
+    """Totals over the filter, grouped by keys and optionally by a time bucket in a time zone."""
+
+    group_by: tuple[GroupKey, ...] = ()
+    bucket: Bucket | None = None
+    tz: str = "UTC"
+    top: int | None = Field(default=None, ge=1)
+
+    @field_validator("group_by")
+    @classmethod
+    def _distinct(cls, keys: tuple[GroupKey, ...]) -> tuple[GroupKey, ...]:
+        if len(set(keys)) != len(keys):
+            raise ValueError("a grouping key is repeated")
+        return keys
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, tz: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {tz!r} (expected an IANA name such as Europe/Paris)") from None
+        return tz
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    """One group's totals; `keys` holds the grouping values used (action, domain, module_id, user_id, bucket).
+
+    A plain dataclass: summaries return hundreds of rows and validation would only re-check the database.
+    """
+
+    keys: dict[str, Any]
+    events: int
+    tokens_input: int
+    tokens_output: int
+    tokens_total: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.keys, "events": self.events, "tokens_input": self.tokens_input,
+                "tokens_output": self.tokens_output, "tokens_total": self.tokens_total}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """Where a summary's numbers come from, and the whole hours and UTC days of its range."""
+
+    source: report_sql.Source
+    start: datetime
+    end: datetime
+    full_start: datetime
+    full_end: datetime
+    day_start: datetime
+    day_end: datetime
+    tenant_wide: bool = False  # one tenant, users not distinguished: the tenant-wide daily rollup serves
+
+    @property
+    def parts(self) -> list[str]:
+        """The non-empty pieces that cover the range exactly once (see report_sql.SOURCE_PARTS)."""
+        if self.source == "raw":
+            return ["raw"]
+        days = "tenant_days" if self.tenant_wide else "days"
+        middle = ["hours"] if self.source == "hourly" else [days, "hours_head", "hours_tail"]
+        bounds = {
+            "raw_head": (self.start, self.full_start),
+            "raw_tail": (self.full_end, self.end),
+            "hours_head": (self.full_start, self.day_start),
+            "hours_tail": (self.day_end, self.full_end),
+        }
+        return [p for p in [*middle, "raw_head", "raw_tail"] if p not in bounds or bounds[p][0] < bounds[p][1]]
+
+
+def _ceil(moment: datetime, unit: timedelta) -> datetime:
+    floor = _floor(moment, unit)
+    return floor if floor == moment else floor + unit
+
+
+def _floor(moment: datetime, unit: timedelta) -> datetime:
+    utc = moment.astimezone(UTC)
+    midnight = utc.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + (utc - midnight) // unit * unit
+
+
+def _offsets(query: SummaryQuery) -> set[timedelta]:
+    """The zone's UTC offsets over the range (sampled at each UTC day boundary and both ends)."""
+    zone = zoneinfo.ZoneInfo(query.tz)
+    moments = [query.start, query.end]
+    day = _ceil(query.start, timedelta(days=1))
+    while day < query.end:
+        moments.append(day)
+        day += timedelta(days=1)
+    return {offset for offset in (m.astimezone(zone).utcoffset() for m in moments) if offset is not None}
+
+
+def source_plan(query: SummaryQuery) -> SourcePlan:
+    """The coarsest source that gives exactly the raw aggregation; all of them give the same numbers.
+
+    Rollups lack metadata, so a metadata filter reads raw events. Hour buckets (and day, week or
+    month buckets in a zone with a non-whole-hour offset) need hourly rows; daily rows (UTC days)
+    serve totals without buckets, and day, week or month buckets in a zone at UTC+0.
+    """
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    plan = SourcePlan("raw", query.start, query.end, _ceil(query.start, hour), _floor(query.end, hour),
+                      _ceil(query.start, day), _floor(query.end, day))  # fmt: skip
+    offsets = _offsets(query) if query.bucket else {timedelta(0)}
+    if query.metadata is not None or plan.full_start >= plan.full_end or any(o % hour for o in offsets):
+        return plan
+    daily_fits = query.bucket is None or (query.bucket != "hour" and offsets == {timedelta(0)})
+    source: report_sql.Source = "daily" if daily_fits and plan.day_start < plan.day_end else "hourly"
+    tenant_wide = query.scope == "tenant" and "user" not in query.group_by and query.by_user is None
+    return dataclasses.replace(plan, source=source, tenant_wide=tenant_wide)
+
+
+def summary_source(query: SummaryQuery) -> report_sql.Source:
+    return source_plan(query).source
+
+
+def summarize(conn: psycopg.Connection[Any], identity: Identity, query: SummaryQuery) -> list[SummaryRow]:
+    """Totals as `identity` sees them (RLS applies); with a bucket, every bucket of the range, zeros included."""
+    plan = source_plan(query)
+    statement = report_sql.summary_query(
+        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, parts=plan.parts
+    )
+    params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": plan.full_start,
+              "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end}  # fmt: skip
+    with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(report_sql.USE_TIME_ZONE, params)
+        rows = cur.execute(statement, params).fetchall()
+    key_names = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by]
+    zone = zoneinfo.ZoneInfo(query.tz)
+    result = []
+    for row in rows:
+        keys = {name: row[name] for name in key_names}
+        if query.bucket is not None:
+            keys["bucket"] = row["bucket"].astimezone(zone)  # in the report's zone, whatever the session's
+        result.append(SummaryRow(keys, row["events"], row["tokens_input"], row["tokens_output"], row["tokens_total"]))
+    return _top(result, query) if query.top else result
+
+
+def _top(rows: list[SummaryRow], query: SummaryQuery) -> list[SummaryRow]:
+    """Keep the `top` groups with the most tokens over the whole range (all their buckets)."""
+    series_keys = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by]
+
+    def series(row: SummaryRow) -> tuple[Any, ...]:
+        return tuple(row.keys[k] for k in series_keys)
+
+    totals: dict[tuple[Any, ...], int] = defaultdict(int)
+    for row in rows:
+        totals[series(row)] += row.tokens_total
+    kept = set(sorted(totals, key=lambda s: (-totals[s], str(s)))[: query.top])
+    return [row for row in rows if series(row) in kept]
