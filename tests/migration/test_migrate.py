@@ -15,7 +15,7 @@ from usagemeter.ops import migrate
 FINGERPRINT = """
 select 'rel', c.relname || ':' || c.relkind::text || ':' || coalesce(c.relacl::text, '') || ':' || c.relrowsecurity
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
-  where n.nspname in ('public', 'private', 'auth', 'supabase_migrations')
+  where n.nspname in ('public', 'usagemeter_private', 'auth', 'supabase_migrations')
 union all
 select 'con', conname || ':' || pg_get_constraintdef(oid) from pg_constraint
   where connamespace in ('public'::regnamespace, 'auth'::regnamespace)
@@ -24,7 +24,7 @@ select 'pol', polname || ':' || pg_get_expr(polqual, polrelid, true) || ':'
   || coalesce(pg_get_expr(polwithcheck, polrelid, true), '') from pg_policy
 union all
 select 'fn', p.oid::regprocedure::text || ':' || md5(pg_get_functiondef(p.oid)) || ':' || coalesce(p.proacl::text, '')
-  from pg_proc p where p.pronamespace in ('private'::regnamespace, 'auth'::regnamespace)
+  from pg_proc p where p.pronamespace in ('usagemeter_private'::regnamespace, 'auth'::regnamespace)
 union all
 select 'hist', version || ':' || name from supabase_migrations.schema_migrations
 order by 1, 2

@@ -126,7 +126,7 @@ def test_supabase_shaped_database_keeps_its_auth_and_history_and_gets_safe_grant
         assert_privileges_are_exactly_the_intended_ones(conn)
         private_fn_executable_by_anon = conn.execute(
             "select bool_or(has_function_privilege('anon', p.oid, 'execute')) from pg_proc p"
-            " where p.pronamespace = 'private'::regnamespace"
+            " where p.pronamespace = 'usagemeter_private'::regnamespace"
         ).fetchone()
         assert private_fn_executable_by_anon == (False,)
         assert migrate.migrate(conn) == []

@@ -152,6 +152,7 @@ def migrate(conn: psycopg.Connection[Any], migrations: Sequence[Migration] | Non
             )
         pending = [s.migration for s in current if s.status == "pending"]
         _refuse_foreign_tables(conn, pending)
+        _refuse_foreign_private_schema(conn, pending)
         applied_now: list[Migration] = []
         for state in current:
             if state.status != "pending":
@@ -177,6 +178,27 @@ def _refuse_foreign_tables(conn: psycopg.Connection[Any], pending: Sequence[Migr
             "these tables exist already and were not created by usagemeter: "
             + "; ".join(clashes)
             + ". Rename or drop them (copy their rows over after migrating), then migrate again. Nothing was changed."
+        )
+
+
+# The first migration puts its helpers in a schema named `private` and grants `authenticated` USAGE
+# on it; 20261127120000 moves them to usagemeter_private, revokes that grant and drops `private`.
+_GRANTS_ON_PRIVATE = "20261126090000"
+
+
+def _refuse_foreign_private_schema(conn: psycopg.Connection[Any], pending: Sequence[Migration]) -> None:
+    """Stop before any change when a fresh install would grant signed-in users USAGE on someone else's `private`."""
+    if not any(m.version == _GRANTS_ON_PRIVATE for m in pending):
+        return
+    row = conn.execute(queries["schema_exists"], {"schema": "private"}).fetchone()
+    if row is not None and row[0]:
+        raise errors.MigrationError(
+            "schema private exists already and was not created by usagemeter. usagemeter's first migration "
+            "grants the authenticated role USAGE on a schema named private (a later one moves usagemeter's "
+            "helpers to usagemeter_private and revokes it), which would let every signed-in user call the "
+            "functions of your schema that keep the default PUBLIC execute right. Rename your schema for the "
+            "install (alter schema private rename to private_app), migrate, then rename it back: usagemeter "
+            "leaves nothing in private. Nothing was changed."
         )
 
 

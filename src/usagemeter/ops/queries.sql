@@ -38,6 +38,10 @@ select string_agg(format('%%s %%s', a.attname, format_type(a.atttypid, a.atttypm
 from pg_catalog.pg_attribute as a
 where a.attrelid = to_regclass(%(table)s) and a.attnum > 0 and not a.attisdropped
 
+-- schema_exists --
+-- Whether a schema of this name exists (pre-flight checks of the migration runner).
+select to_regnamespace(%(schema)s) is not null
+
 -- server_version --
 -- The server's major and full version, for status output and version-specific checks.
 select current_setting('server_version_num')::int / 10000, current_setting('server_version')
