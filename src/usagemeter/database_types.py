@@ -78,6 +78,8 @@ class UsageEventsRow(BaseModel):
     """Free-form JSON object (model, request id, cost inputs...), at most 16 KiB as text."""
     module_id: str | None
     """The module, e.g. agency: when set, equal to the first segment of action."""
+    personal_user_id: UUID | None
+    """user_id on personal rows (tenant_id NULL), NULL on tenant rows; computed by the database. Its foreign key deletes a user's personal events with the user."""
     tenant_id: UUID | None
     """Tenant billed for the event; NULL for Personal mode (the row belongs to user_id alone)."""
     tokens_input: int
@@ -87,7 +89,7 @@ class UsageEventsRow(BaseModel):
     tokens_total: int | None
     """tokens_input + tokens_output, computed by the database."""
     user_id: UUID | None
-    """User who caused the event (auth.users.id); NULL only for tenant-level system events recorded by the service role."""
+    """User who caused the event (auth.users.id). NULL on tenant events whose user was deleted, and on tenant-level system events recorded by the service role; never NULL on personal events."""
 
 
 class UsageEventsInsert(TypedDict):

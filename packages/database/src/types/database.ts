@@ -102,6 +102,8 @@ export type Database = {
           metadata: Json
           /** The module, e.g. agency: when set, equal to the first segment of action. */
           module_id: string | null
+          /** user_id on personal rows (tenant_id NULL), NULL on tenant rows; computed by the database. Its foreign key deletes a user's personal events with the user. */
+          personal_user_id: string | null
           /** Tenant billed for the event; NULL for Personal mode (the row belongs to user_id alone). */
           tenant_id: string | null
           /** Input (prompt) tokens consumed, >= 0. */
@@ -110,7 +112,7 @@ export type Database = {
           tokens_output: number
           /** tokens_input + tokens_output, computed by the database. */
           tokens_total: number | null
-          /** User who caused the event (auth.users.id); NULL only for tenant-level system events recorded by the service role. */
+          /** User who caused the event (auth.users.id). NULL on tenant events whose user was deleted, and on tenant-level system events recorded by the service role; never NULL on personal events. */
           user_id: string | null
         }
         Insert: {
@@ -126,6 +128,8 @@ export type Database = {
           metadata?: Json
           /** The module, e.g. agency: when set, equal to the first segment of action. */
           module_id?: string | null
+          /** user_id on personal rows (tenant_id NULL), NULL on tenant rows; computed by the database. Its foreign key deletes a user's personal events with the user. */
+          personal_user_id?: never
           /** Tenant billed for the event; NULL for Personal mode (the row belongs to user_id alone). */
           tenant_id?: string | null
           /** Input (prompt) tokens consumed, >= 0. */
@@ -134,7 +138,7 @@ export type Database = {
           tokens_output?: number
           /** tokens_input + tokens_output, computed by the database. */
           tokens_total?: never
-          /** User who caused the event (auth.users.id); NULL only for tenant-level system events recorded by the service role. */
+          /** User who caused the event (auth.users.id). NULL on tenant events whose user was deleted, and on tenant-level system events recorded by the service role; never NULL on personal events. */
           user_id?: string | null
         }
         Update: {
@@ -150,6 +154,8 @@ export type Database = {
           metadata?: Json
           /** The module, e.g. agency: when set, equal to the first segment of action. */
           module_id?: string | null
+          /** user_id on personal rows (tenant_id NULL), NULL on tenant rows; computed by the database. Its foreign key deletes a user's personal events with the user. */
+          personal_user_id?: never
           /** Tenant billed for the event; NULL for Personal mode (the row belongs to user_id alone). */
           tenant_id?: string | null
           /** Input (prompt) tokens consumed, >= 0. */
@@ -158,7 +164,7 @@ export type Database = {
           tokens_output?: number
           /** tokens_input + tokens_output, computed by the database. */
           tokens_total?: never
-          /** User who caused the event (auth.users.id); NULL only for tenant-level system events recorded by the service role. */
+          /** User who caused the event (auth.users.id). NULL on tenant events whose user was deleted, and on tenant-level system events recorded by the service role; never NULL on personal events. */
           user_id?: string | null
         }
         Relationships: [
