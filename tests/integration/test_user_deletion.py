@@ -15,7 +15,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql as pgsql
 
 from tests import factories
-from usagemeter.db import Identity
+from usagemeter.db import Identity, acting_as
 from usagemeter.reporting import rollup_check, summaries
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -146,7 +146,10 @@ def test_user_deletion_works_whichever_foreign_key_action_runs_first(
 def test_clearing_the_user_of_a_personal_event_directly_is_still_refused(
     owner: psycopg.Connection[Any], ledger: Ledger
 ) -> None:
-    with pytest.raises(pgerrors.CheckViolation, match="usage_events_owner_present"):
+    with (
+        pytest.raises(pgerrors.CheckViolation, match="usage_events_owner_present"),
+        acting_as(owner, Identity.service()),
+    ):
         owner.execute(
             "update public.usage_events set user_id = null where user_id = %s and tenant_id is null", (ledger.bob,)
         )
