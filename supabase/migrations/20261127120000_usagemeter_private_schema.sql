@@ -49,14 +49,14 @@ begin
           select t.tgfoid from pg_catalog.pg_trigger as t
           join pg_catalog.pg_class as c on c.oid = t.tgrelid
           where c.relnamespace = 'public'::regnamespace
-            and (c.relname in ('tenants', 'tenant_members') or c.relname like 'usage\_%')
+            and (c.relname in ('tenants', 'tenant_members', 'usage_events') or c.relname like 'usage\_rollup%')
           union
           select d.refobjid from pg_catalog.pg_depend as d
           join pg_catalog.pg_policy as pol on d.classid = 'pg_catalog.pg_policy'::regclass and d.objid = pol.oid
           join pg_catalog.pg_class as c on c.oid = pol.polrelid
           where d.refclassid = 'pg_catalog.pg_proc'::regclass
             and c.relnamespace = 'public'::regnamespace
-            and (c.relname in ('tenants', 'tenant_members') or c.relname like 'usage\_%')
+            and (c.relname in ('tenants', 'tenant_members', 'usage_events') or c.relname like 'usage\_rollup%')
         )
       )
     order by 1::text
