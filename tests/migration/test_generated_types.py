@@ -79,6 +79,7 @@ create table public.plans (
 );
 create view public.tenant_names as select id, name from public.tenants;
 create view public.plan_counts as select tier, count(*) as n from public.plans group by tier;
+create view public.event_tenants as select id, tenant_id from public.usage_events;
 create function public.tokens_for(p_tenant uuid, p_days int default 7) returns bigint
   language sql stable as 'select 1::bigint';
 create function public.tenants_of_tier(tier public.plan_tier) returns setof public.tenants
@@ -128,6 +129,18 @@ def test_enums_views_functions_and_constants_as_supabase_writes_them(fixture_typ
     assert tokens_for in functions
     assert 'to: "tenants"\n          isOneToOne: false\n          isSetofReturn: true\n' in functions
     assert "refresh_plans" not in functions  # trigger functions are not callable through the API
+
+
+def test_foreign_keys_reach_through_views_as_postgrest_sees_them(fixture_types: str) -> None:
+    """A view passing a key column through carries the foreign key: to, from and between views."""
+    events = _section(fixture_types, "      usage_events: {", "\n      }\n")
+    to_view = '            isOneToOne: false\n            referencedRelation: "tenant_names"\n'
+    assert to_view in _section(events, "Relationships: [", "\n        ]")
+    through = _section(fixture_types, "      event_tenants: {", "\n      }\n")
+    relationships = _section(through, "Relationships: [", "\n        ]")
+    assert relationships.count('foreignKeyName: "usage_events_tenant_id_fkey"') == 2
+    assert '            columns: ["tenant_id"]\n' in relationships
+    assert relationships.index('"tenant_names"') < relationships.index('referencedRelation: "tenants"')
 
 
 def test_relations_are_ordered_as_javascript_localecompare_orders_them(owner: psycopg.Connection[Any]) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from usagemeter.ops import prettier_doc as p
 from usagemeter.ops import typegen_typescript as ts
-from usagemeter.ops.typegen import locale_key
+from usagemeter.ops import typegen_views
+from usagemeter.ops.typegen_catalog import locale_key
 
 # The order Node 20's `names.sort((a, b) => a.localeCompare(b))` gives (ICU root collation).
 NODE_ORDER = [
@@ -68,3 +69,18 @@ def test_keys_are_quoted_only_where_typescript_needs_it() -> None:
     assert ts._key("tenant_id") == "tenant_id"
     assert ts._key("") == '""'
     assert ts._key("Sale Price") == '"Sale Price"'
+
+
+# A view's stored query as PostgreSQL 15 prints it (abridged): `select id, name from tenants` (oid 31246).
+VIEW_QUERY = (
+    "({QUERY :commandType 1 :utilityStmt <> :rtable ({RANGETBLENTRY :alias <> :eref {ALIAS :aliasname tenants"
+    ' :colnames ("id" "name" "slug")} :relid 31246}) :jointree {FROMEXPR :fromlist ({RANGETBLREF :rtindex 1})'
+    " :quals <>} :targetList ({TARGETENTRY :expr {VAR :varno 1 :varattno 1} :resno 1 :resname id"
+    " :ressortgroupref 0 :resorigtbl 31246 :resorigcol 1 :resjunk false} {TARGETENTRY :expr {FUNCEXPR"
+    " :funcid 870 :args ({VAR :varno 1 :varattno 2})} :resno 2 :resname lower\\ name :ressortgroupref 0"
+    " :resorigtbl 0 :resorigcol 0 :resjunk false}) :override 0 :constvalue 4 [ 1 0 0 0 ]})"
+)
+
+
+def test_view_columns_are_traced_to_their_table_columns() -> None:
+    assert typegen_views.target_origins(VIEW_QUERY) == [(1, 31246, 1), (2, 0, 0)]

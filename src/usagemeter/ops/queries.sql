@@ -98,7 +98,7 @@ where n.nspname = any(%(schemas)s) and c.relkind in ('r', 'p', 'f', 'v', 'm')
 order by c.oid, a.attnum
 
 -- typegen_relationships --
--- Foreign keys declared in those schemas, as PostgREST sees them: one-to-one when the referencing
+-- Foreign keys outside the system schemas, as PostgREST sees them: one-to-one when the referencing
 -- columns, in key order, are exactly a primary key or unique constraint of their table.
 select
   con.conname as foreign_key_name,
@@ -133,7 +133,7 @@ cross join lateral (
     order by k.ord
   )::text[] as columns
 ) as fk
-where con.contype = 'f' and con.conparentid = 0 and n.nspname = any(%(schemas)s)
+where con.contype = 'f' and con.conparentid = 0 and n.nspname not in ('information_schema', 'pg_catalog', 'pg_toast')
 order by con.oid
 
 -- typegen_functions --
@@ -209,3 +209,62 @@ from pg_catalog.pg_type as t
 join pg_catalog.pg_namespace as n on n.oid = t.typnamespace
 where t.typrelid = 0 or (select c.relkind in ('c', 'r') from pg_catalog.pg_class as c where c.oid = t.typrelid)
 order by t.oid
+
+-- typegen_view_definitions --
+-- The stored query of every view and materialized view outside the system schemas, with its column
+-- names by number: which table column each view column passes through is read from the query.
+select
+  c.oid::int8 as id,
+  n.nspname as schema,
+  c.relname as name,
+  r.ev_action::text as definition,
+  coalesce((
+    select jsonb_object_agg(a.attnum::text, a.attname)
+    from pg_catalog.pg_attribute as a
+    where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+  ), '{}'::jsonb) as column_names
+from pg_catalog.pg_class as c
+join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+join pg_catalog.pg_rewrite as r on r.ev_class = c.oid
+where c.relkind in ('v', 'm') and n.nspname not in ('information_schema', 'pg_catalog', 'pg_toast')
+order by c.oid
+
+-- typegen_key_columns --
+-- Every column of every primary and foreign key (type p, f), and every column foreign keys
+-- reference (f_ref), with its position in the key: PostgREST's view key dependencies start here.
+select
+  k.constraint_type,
+  k.constraint_name,
+  k.column_count,
+  k.relation_id,
+  k.column_number,
+  k.ordinality,
+  n.nspname as table_schema,
+  c.relname as table_name
+from (
+  select
+    con.contype::text as constraint_type,
+    con.conname as constraint_name,
+    cardinality(con.conkey) as column_count,
+    con.conrelid::int8 as relation_id,
+    key.attnum::int as column_number,
+    key.ord::int as ordinality
+  from pg_catalog.pg_constraint as con
+  cross join lateral unnest(con.conkey) with ordinality as key(attnum, ord)
+  where con.contype in ('p', 'f')
+  union
+  select
+    con.contype::text || '_ref',
+    con.conname,
+    cardinality(con.confkey),
+    con.confrelid::int8,
+    key.attnum::int,
+    key.ord::int
+  from pg_catalog.pg_constraint as con
+  cross join lateral unnest(con.confkey) with ordinality as key(attnum, ord)
+  where con.contype = 'f'
+) as k
+join pg_catalog.pg_class as c on c.oid = k.relation_id
+join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+where n.nspname not in ('information_schema', 'pg_catalog', 'pg_toast')
+order by k.relation_id, k.constraint_name, k.constraint_type, k.ordinality

@@ -14,7 +14,16 @@ import json
 import re
 
 from usagemeter.ops import prettier_doc as p
-from usagemeter.ops.typegen import Argument, Catalog, Column, Function, PgType, Relation, Relationship, locale_key
+from usagemeter.ops.typegen_catalog import (
+    Argument,
+    Catalog,
+    Column,
+    Function,
+    PgType,
+    Relation,
+    Relationship,
+    locale_key,
+)
 
 DEFAULT_SCHEMA = "public"
 _STRING_TYPES = {
