@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from usagemeter.ops import prettier_doc as p
-from usagemeter.ops import typegen_typescript as ts
 from usagemeter.ops import typegen_views
+from usagemeter.ops import typescript_syntax as ts
 from usagemeter.ops.typegen_catalog import locale_key
 
 # The order Node 20's `names.sort((a, b) => a.localeCompare(b))` gives (ICU root collation).
@@ -38,17 +38,17 @@ def _member(name: str, doc: p.Doc) -> p.Doc:
 
 
 def test_a_union_that_fits_stays_on_one_line_and_one_that_does_not_breaks_every_member() -> None:
-    short = ts._Union(['"free"', '"pro"']).doc()
-    long = ts._Union([f'"value_number_{i}"' for i in range(6)]).doc()
-    text = p.print_doc(ts._type_literal([_member("short", short), _member("long", long)], expanded=True))
+    short = ts.union(['"free"', '"pro"'])
+    long = ts.union([f'"value_number_{i}"' for i in range(6)])
+    text = p.print_doc(ts.type_literal([_member("short", short), _member("long", long)], expanded=True))
     assert text == (
         '{\n  short: "free" | "pro"\n  long:\n' + "".join(f'    | "value_number_{i}"\n' for i in range(6)) + "}"
     )
 
 
 def test_an_object_type_goes_flat_with_semicolons_only_when_it_fits_in_80_columns() -> None:
-    args = ts._type_literal([_member("a", "string"), _member("b", "number")], expanded=False)
-    fits = ts._type_literal([_member("Args", args), _member("Returns", "number")], expanded=False)
+    args = ts.type_literal([_member("a", "string"), _member("b", "number")], expanded=False)
+    fits = ts.type_literal([_member("Args", args), _member("Returns", "number")], expanded=False)
     assert p.print_doc(p.concat("f: ", fits)) == "f: { Args: { a: string; b: number }; Returns: number }"
     wide = p.concat(" " * 40, "f: ", fits)
     assert p.print_doc(wide).splitlines() == [
@@ -60,15 +60,15 @@ def test_an_object_type_goes_flat_with_semicolons_only_when_it_fits_in_80_column
 
 
 def test_an_expanded_object_breaks_the_groups_around_it() -> None:
-    inner = ts._type_literal([_member("x", "number")], expanded=True)
-    outer = ts._type_literal([_member("Returns", inner)], expanded=False)
+    inner = ts.type_literal([_member("x", "number")], expanded=True)
+    outer = ts.type_literal([_member("Returns", inner)], expanded=False)
     assert p.print_doc(outer) == "{\n  Returns: {\n    x: number\n  }\n}"
 
 
 def test_keys_are_quoted_only_where_typescript_needs_it() -> None:
-    assert ts._key("tenant_id") == "tenant_id"
-    assert ts._key("") == '""'
-    assert ts._key("Sale Price") == '"Sale Price"'
+    assert ts.key("tenant_id") == "tenant_id"
+    assert ts.key("") == '""'
+    assert ts.key("Sale Price") == '"Sale Price"'
 
 
 # A view's stored query as PostgreSQL 15 prints it (abridged): `select id, name from tenants` (oid 31246).

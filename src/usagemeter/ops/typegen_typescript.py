@@ -10,10 +10,10 @@ generator emits none, and the output would differ.
 
 from __future__ import annotations
 
-import json
-import re
+from importlib import resources
 
 from usagemeter.ops import prettier_doc as p
+from usagemeter.ops import typescript_syntax as ts
 from usagemeter.ops.typegen_catalog import (
     Argument,
     Catalog,
@@ -25,7 +25,6 @@ from usagemeter.ops.typegen_catalog import (
     locale_key,
 )
 
-DEFAULT_SCHEMA = "public"
 _STRING_TYPES = {
     "bytea",
     "bpchar",
@@ -41,82 +40,8 @@ _STRING_TYPES = {
     "vector",
 }
 _NUMBER_TYPES = {"int2", "int4", "int8", "float4", "float8", "numeric"}
-_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 # Types PostgREST accepts as the single unnamed argument of a function: json, jsonb, text.
 _UNNAMED_ARGUMENT_TYPE_IDS = {114, 3802, 25}
-
-
-def _string(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _key(name: str) -> str:
-    """A property name unquoted where TypeScript allows it (prettier's quoteProps "as-needed")."""
-    return name if _IDENTIFIER.match(name) else _string(name)
-
-
-# -- Documents for the TypeScript syntax the output uses ---------------------------------------------
-
-
-class _Union:
-    """Members of a union type, kept apart so nesting and hugging can be decided as prettier decides them."""
-
-    def __init__(self, members: list[p.Doc], *, hug: bool = False) -> None:
-        self.members = members
-        self.hug = hug
-
-    def doc(self) -> p.Doc:
-        if len(self.members) == 1:
-            return self.members[0]
-        if self.hug:
-            return p.join(" | ", self.members)
-        aligned: list[p.Doc] = [p.Indent(member) for member in self.members]
-        return p.Group(p.Indent(p.concat(p.IfBreak(p.concat(p.LINE, "| ")), p.join(p.concat(p.LINE, "| "), aligned))))
-
-
-def _type_literal(members: list[p.Doc], *, expanded: bool) -> p.Doc:
-    """`{ a: T; b: U }`, or one member a line when it does not fit or was written expanded."""
-    if not members:
-        return "{}"
-    separator = p.concat(p.IfBreak("", ";"), p.LINE)
-    body = p.Indent(p.concat(p.LINE, p.join(separator, members)))
-    return p.Group(p.concat("{", body, p.LINE, "}"), expanded=expanded)
-
-
-def _never_object() -> p.Doc:
-    return p.Group(p.concat("{", p.Indent(p.concat(p.LINE, "[_ in never]: never")), p.LINE, "}"), expanded=True)
-
-
-def _member(name: str, type_doc: p.Doc, *, optional: bool = False) -> p.Doc:
-    return p.concat(_key(name), "?" if optional else "", ": ", type_doc)
-
-
-def _tuple(elements: list[p.Doc]) -> p.Doc:
-    if not elements:
-        return "[]"
-    return p.Group(
-        p.concat(
-            "[",
-            p.Indent(p.concat(p.SOFTLINE, p.join(p.concat(",", p.LINE), elements))),
-            p.IfBreak(","),
-            p.SOFTLINE,
-            "]",
-        )
-    )
-
-
-def _object_literal(properties: list[p.Doc], *, expanded: bool) -> p.Doc:
-    if not properties:
-        return "{}"
-    body = p.join(p.concat(",", p.LINE), properties)
-    return p.Group(p.concat("{", p.Indent(p.concat(p.LINE, body)), p.IfBreak(","), p.LINE, "}"), expanded=expanded)
-
-
-def _nullable(type_doc: p.Doc, type_text: str, *, nullable: bool, object_type: bool = False) -> p.Doc:
-    """`T | null`, except for unknown (which holds null already); an object type hugs its `| null`."""
-    if not nullable or type_text in ("unknown", "any"):
-        return type_doc
-    return _Union([type_doc, "null"], hug=object_type).doc()
 
 
 # -- Type mapping (postgres-meta's pgTypeToTsType) ------------------------------------------------------
@@ -152,19 +77,19 @@ class _Types:
         if enums:
             enum = self._prefer(enums, schema)
             if enum.schema in self.catalog.schemas:
-                return f'Database[{_string(enum.schema)}]["Enums"][{_string(enum.name)}]'
-            return " | ".join(_string(label) for label in enum.enums)
+                return f'Database[{ts.string(enum.schema)}]["Enums"][{ts.string(enum.name)}]'
+            return " | ".join(ts.string(label) for label in enum.enums)
         composites = [t for t in self.catalog.types if t.name == name and t.attributes]
         if composites:
             composite = self._prefer(composites, schema)
             if composite.schema in self.catalog.schemas:
-                return f'Database[{_string(composite.schema)}]["CompositeTypes"][{_string(composite.name)}]'
+                return f'Database[{ts.string(composite.schema)}]["CompositeTypes"][{ts.string(composite.name)}]'
             return "unknown"
         for kind, section in (("table", "Tables"), ("view", "Views")):
             rows = [r for r in self.catalog.relations if r.kind == kind and r.name == name]
             if rows:
                 row = next((r for r in rows if r.schema == schema), rows[0])
-                return f'Database[{_string(row.schema)}][{_string(section)}][{_string(row.name)}]["Row"]'
+                return f'Database[{ts.string(row.schema)}][{ts.string(section)}][{ts.string(row.name)}]["Row"]'
         return "unknown"
 
     def of_id(self, type_id: int, schema: str) -> str:
@@ -175,7 +100,7 @@ class _Types:
 def _type_doc(text: str) -> p.Doc:
     """A mapped type as a document: an inlined enum (`"a" | "b"`) is a union that may break."""
     if " | " in text and not text.startswith("("):
-        return _Union(list(text.split(" | "))).doc()
+        return ts.union(list(text.split(" | ")))
     return text
 
 
@@ -191,23 +116,23 @@ class _Renderer:
 
     def column(self, column: Column, schema: str, *, optional: bool, nullable: bool) -> p.Doc:
         text = self.types.of(column.format, schema)
-        return _member(column.name, _nullable(_type_doc(text), text, nullable=nullable), optional=optional)
+        return ts.member(column.name, ts.nullable(_type_doc(text), text, nullable=nullable), optional=optional)
 
     def relationship(self, relationship: Relationship) -> p.Doc:
         def names(values: list[str]) -> p.Doc:
-            return _tuple([_string(v) for v in values])
+            return ts.tuple_type([ts.string(v) for v in values])
 
         members: list[p.Doc] = [
-            _member("foreignKeyName", _string(relationship.foreign_key_name)),
-            _member("columns", names(relationship.columns)),
-            _member("isOneToOne", "true" if relationship.is_one_to_one else "false"),
-            _member("referencedRelation", _string(relationship.referenced_relation)),
-            _member("referencedColumns", names(relationship.referenced_columns)),
+            ts.member("foreignKeyName", ts.string(relationship.foreign_key_name)),
+            ts.member("columns", names(relationship.columns)),
+            ts.member("isOneToOne", "true" if relationship.is_one_to_one else "false"),
+            ts.member("referencedRelation", ts.string(relationship.referenced_relation)),
+            ts.member("referencedColumns", names(relationship.referenced_columns)),
         ]
-        return _type_literal(members, expanded=True)
+        return ts.type_literal(members, expanded=True)
 
     def relationships(self, relation: Relation) -> p.Doc:
-        return _member("Relationships", _tuple([self.relationship(r) for r in relation.relationships]))
+        return ts.member("Relationships", ts.tuple_type([self.relationship(r) for r in relation.relationships]))
 
     def computed_fields(self, relation: Relation, functions: list[Function], schema: str) -> list[p.Doc]:
         """Functions taking a row of `relation` are columns of its Row, as PostgREST lets you select them."""
@@ -215,8 +140,8 @@ class _Renderer:
         for function in functions:
             if function.argument_types == relation.name:
                 returned, text = self.function_result(function, schema)
-                nullable = _nullable(returned, text, nullable=True, object_type=not text)
-                fields.append(_member(function.name, nullable))
+                nullable = ts.nullable(returned, text, nullable=True, object_type=not text)
+                fields.append(ts.member(function.name, nullable))
         return fields
 
     def table(self, table: Relation, functions: list[Function], schema: str) -> p.Doc:
@@ -226,35 +151,35 @@ class _Renderer:
         update: list[p.Doc] = []
         for column in table.columns:
             if column.is_identity_always:
-                insert.append(_member(column.name, "never", optional=True))
-                update.append(_member(column.name, "never", optional=True))
+                insert.append(ts.member(column.name, "never", optional=True))
+                update.append(ts.member(column.name, "never", optional=True))
                 continue
             on_insert = column.is_nullable or column.is_identity or column.has_default
             insert.append(self.column(column, schema, optional=on_insert, nullable=column.is_nullable))
             update.append(self.column(column, schema, optional=True, nullable=column.is_nullable))
         members = [
-            _member("Row", _type_literal(row, expanded=True)),
-            _member("Insert", _type_literal(insert, expanded=True)),
-            _member("Update", _type_literal(update, expanded=True)),
+            ts.member("Row", ts.type_literal(row, expanded=True)),
+            ts.member("Insert", ts.type_literal(insert, expanded=True)),
+            ts.member("Update", ts.type_literal(update, expanded=True)),
             self.relationships(table),
         ]
-        return _member(table.name, _type_literal(members, expanded=True))
+        return ts.member(table.name, ts.type_literal(members, expanded=True))
 
     def view(self, view: Relation, functions: list[Function], schema: str) -> p.Doc:
         row = [self.column(c, schema, optional=False, nullable=c.is_nullable) for c in view.columns]
         row += self.computed_fields(view, functions, schema)
-        members = [_member("Row", _type_literal(row, expanded=True))]
+        members = [ts.member("Row", ts.type_literal(row, expanded=True))]
         if view.is_updatable:
             for section in ("Insert", "Update"):
                 columns = [
                     self.column(c, schema, optional=True, nullable=True)
                     if c.is_updatable
-                    else _member(c.name, "never", optional=True)
+                    else ts.member(c.name, "never", optional=True)
                     for c in view.columns
                 ]
-                members.append(_member(section, _type_literal(columns, expanded=True)))
+                members.append(ts.member(section, ts.type_literal(columns, expanded=True)))
         members.append(self.relationships(view))
-        return _member(view.name, _type_literal(members, expanded=True))
+        return ts.member(view.name, ts.type_literal(members, expanded=True))
 
     # -- functions
 
@@ -281,15 +206,15 @@ class _Renderer:
         """The Returns type, and its text when it is not an object type ("" for one, which hugs a `| null`)."""
         table_args = [a for a in self._sorted_args(function) if a.mode == "table"]
         if table_args:
-            fields = [_member(a.name, _type_doc(self.types.of_id(a.type_id, schema))) for a in table_args]
-            return _type_literal(fields, expanded=True), ""
+            fields = [ts.member(a.name, _type_doc(self.types.of_id(a.type_id, schema))) for a in table_args]
+            return ts.type_literal(fields, expanded=True), ""
         relation = next(
             (r for r in self.catalog.relations if r.schema == schema and r.id == function.return_type_relation_id),
             None,
         )
         if relation is not None:
             columns = [self.column(c, schema, optional=False, nullable=c.is_nullable) for c in relation.columns]
-            return _type_literal(columns, expanded=True), ""
+            return ts.type_literal(columns, expanded=True), ""
         text = self.types.of_id(function.return_type_id, schema)
         return _type_doc(text), text
 
@@ -313,12 +238,12 @@ class _Renderer:
             return None
         source, target, one_to_one, setof = options
         members: list[p.Doc] = [
-            _member("from", _string(source)),
-            _member("to", _string(target)),
-            _member("isOneToOne", "true" if one_to_one else "false"),
-            _member("isSetofReturn", "true" if setof else "false"),
+            ts.member("from", ts.string(source)),
+            ts.member("to", ts.string(target)),
+            ts.member("isOneToOne", "true" if one_to_one else "false"),
+            ts.member("isSetofReturn", "true" if setof else "false"),
         ]
-        return _member("SetofOptions", _type_literal(members, expanded=True))
+        return ts.member("SetofOptions", ts.type_literal(members, expanded=True))
 
     def type_name(self, type_id: int) -> str:
         found = self.types.by_id.get(type_id)
@@ -381,22 +306,23 @@ class _Renderer:
         args: p.Doc = "never"
         if in_args:
             members = [
-                _member(a.name, _type_doc(self.types.of_id(a.type_id, schema)), optional=a.has_default) for a in in_args
+                ts.member(a.name, _type_doc(self.types.of_id(a.type_id, schema)), optional=a.has_default)
+                for a in in_args
             ]
-            args = _type_literal(members, expanded=False)
+            args = ts.type_literal(members, expanded=False)
         returned, _ = self.function_result(function, schema)
         error = self.overload_error(function, overloads) or self.row_argument_error(function)
         if error is not None:
-            error_object = _type_literal([_member("error", "true")], expanded=False)
-            returned = p.Group(p.concat(error_object, " & ", _string(error)))
+            error_object = ts.type_literal([ts.member("error", "true")], expanded=False)
+            returned = p.Group(p.concat(error_object, " & ", ts.string(error)))
         many = function.prorows is not None and function.prorows > 1
         if function.is_set_returning and many:
             returned = p.concat(returned, "[]")
-        members = [_member("Args", args), _member("Returns", returned)]
+        members = [ts.member("Args", args), ts.member("Returns", returned)]
         setof = self.setof_options(function)
         if setof is not None:
             members.append(setof)
-        return _type_literal(members, expanded=False)
+        return ts.type_literal(members, expanded=False)
 
     def functions(self, functions: list[Function], schema: str) -> list[p.Doc]:
         by_name: dict[str, list[Function]] = {}
@@ -406,7 +332,7 @@ class _Renderer:
         for name, overloads in by_name.items():
             overloads.sort(key=lambda f: (locale_key(f.argument_types), locale_key(f.return_type)))
             signatures = [self.signature(f, overloads, schema) for f in overloads]
-            entries.append(_member(name, _Union(signatures).doc()))
+            entries.append(ts.member(name, ts.union(signatures)))
         return entries
 
     # -- schemas
@@ -415,12 +341,12 @@ class _Renderer:
         functions = [f for f in self.catalog.functions if f.schema == schema and self.is_callable(f)]
         tables = [self.table(t, functions, schema) for t in self.catalog.relations_of(schema, tables=True)]
         views = [self.view(v, functions, schema) for v in self.catalog.relations_of(schema, tables=False)]
-        enums = [_member(t.name, _Union([_string(label) for label in t.enums]).doc()) for t in self.enums_of(schema)]
+        enums = [ts.member(t.name, ts.union([ts.string(label) for label in t.enums])) for t in self.enums_of(schema)]
         composites = [
-            _member(
+            ts.member(
                 t.name,
-                _type_literal(
-                    [_member(a.name, self._attribute_type(a.type_id, schema)) for a in t.attributes], expanded=True
+                ts.type_literal(
+                    [ts.member(a.name, self._attribute_type(a.type_id, schema)) for a in t.attributes], expanded=True
                 ),
             )
             for t in sorted(
@@ -429,11 +355,11 @@ class _Renderer:
         ]
 
         def section(name: str, members: list[p.Doc]) -> p.Doc:
-            return _member(name, _type_literal(members, expanded=True) if members else _never_object())
+            return ts.member(name, ts.type_literal(members, expanded=True) if members else ts.never_object())
 
-        return _member(
+        return ts.member(
             schema,
-            _type_literal(
+            ts.type_literal(
                 [
                     section("Tables", tables),
                     section("Views", views),
@@ -447,7 +373,7 @@ class _Renderer:
 
     def _attribute_type(self, type_id: int, schema: str) -> p.Doc:
         text = self.types.of_id(type_id, schema)
-        return _nullable(_type_doc(text), text, nullable=True)
+        return ts.nullable(_type_doc(text), text, nullable=True)
 
     def enums_of(self, schema: str) -> list[PgType]:
         enums = (t for t in self.catalog.types if t.schema == schema and t.enums)
@@ -455,20 +381,20 @@ class _Renderer:
 
     def database(self) -> p.Doc:
         schemas = [self.schema(s) for s in self.catalog.schemas]
-        return p.concat("export type Database = ", _type_literal(schemas, expanded=True))
+        return p.concat("export type Database = ", ts.type_literal(schemas, expanded=True))
 
     def constants(self) -> p.Doc:
         schemas: list[p.Doc] = []
         for schema in self.catalog.schemas:
             enums: list[p.Doc] = [
-                p.concat(_key(t.name), ": ", _tuple([_string(label) for label in t.enums]))
+                p.concat(ts.key(t.name), ": ", ts.tuple_type([ts.string(label) for label in t.enums]))
                 for t in self.enums_of(schema)
             ]
-            enums_doc = _object_literal(enums, expanded=True)
+            enums_doc = ts.object_literal(enums, expanded=True)
             schemas.append(
-                p.concat(_key(schema), ": ", _object_literal([p.concat("Enums: ", enums_doc)], expanded=True))
+                p.concat(ts.key(schema), ": ", ts.object_literal([p.concat("Enums: ", enums_doc)], expanded=True))
             )
-        return p.concat("export const Constants = ", _object_literal(schemas, expanded=True), " as const")
+        return p.concat("export const Constants = ", ts.object_literal(schemas, expanded=True), " as const")
 
 
 JSON_TYPE = """export type Json =
@@ -479,123 +405,10 @@ JSON_TYPE = """export type Json =
   | { [key: string]: Json | undefined }
   | Json[]"""
 
-# The helpers, as prettier prints postgres-meta's template: they depend only on the default schema.
-HELPERS = """type DatabaseWithoutInternals = Omit<Database, "__InternalSupabase">
 
-type DefaultSchema = DatabaseWithoutInternals[Extract<keyof Database, "public">]
-
-export type Tables<
-  DefaultSchemaTableNameOrOptions extends
-    | keyof (DefaultSchema["Tables"] & DefaultSchema["Views"])
-    | { schema: keyof DatabaseWithoutInternals },
-  TableName extends DefaultSchemaTableNameOrOptions extends {
-    schema: keyof DatabaseWithoutInternals
-  }
-    ? keyof (DatabaseWithoutInternals[DefaultSchemaTableNameOrOptions["schema"]]["Tables"] &
-        DatabaseWithoutInternals[DefaultSchemaTableNameOrOptions["schema"]]["Views"])
-    : never = never,
-> = DefaultSchemaTableNameOrOptions extends {
-  schema: keyof DatabaseWithoutInternals
-}
-  ? (DatabaseWithoutInternals[DefaultSchemaTableNameOrOptions["schema"]]["Tables"] &
-      DatabaseWithoutInternals[DefaultSchemaTableNameOrOptions["schema"]]["Views"])[TableName] extends {
-      Row: infer R
-    }
-    ? R
-    : never
-  : DefaultSchemaTableNameOrOptions extends keyof (DefaultSchema["Tables"] &
-        DefaultSchema["Views"])
-    ? (DefaultSchema["Tables"] &
-        DefaultSchema["Views"])[DefaultSchemaTableNameOrOptions] extends {
-        Row: infer R
-      }
-      ? R
-      : never
-    : never
-
-export type TablesInsert<
-  DefaultSchemaTableNameOrOptions extends
-    | keyof DefaultSchema["Tables"]
-    | { schema: keyof DatabaseWithoutInternals },
-  TableName extends DefaultSchemaTableNameOrOptions extends {
-    schema: keyof DatabaseWithoutInternals
-  }
-    ? keyof DatabaseWithoutInternals[DefaultSchemaTableNameOrOptions["schema"]]["Tables"]
-    : never = never,
-> = DefaultSchemaTableNameOrOptions extends {
-  schema: keyof DatabaseWithoutInternals
-}
-  ? DatabaseWithoutInternals[DefaultSchemaTableNameOrOptions["schema"]]["Tables"][TableName] extends {
-      Insert: infer I
-    }
-    ? I
-    : never
-  : DefaultSchemaTableNameOrOptions extends keyof DefaultSchema["Tables"]
-    ? DefaultSchema["Tables"][DefaultSchemaTableNameOrOptions] extends {
-        Insert: infer I
-      }
-      ? I
-      : never
-    : never
-
-export type TablesUpdate<
-  DefaultSchemaTableNameOrOptions extends
-    | keyof DefaultSchema["Tables"]
-    | { schema: keyof DatabaseWithoutInternals },
-  TableName extends DefaultSchemaTableNameOrOptions extends {
-    schema: keyof DatabaseWithoutInternals
-  }
-    ? keyof DatabaseWithoutInternals[DefaultSchemaTableNameOrOptions["schema"]]["Tables"]
-    : never = never,
-> = DefaultSchemaTableNameOrOptions extends {
-  schema: keyof DatabaseWithoutInternals
-}
-  ? DatabaseWithoutInternals[DefaultSchemaTableNameOrOptions["schema"]]["Tables"][TableName] extends {
-      Update: infer U
-    }
-    ? U
-    : never
-  : DefaultSchemaTableNameOrOptions extends keyof DefaultSchema["Tables"]
-    ? DefaultSchema["Tables"][DefaultSchemaTableNameOrOptions] extends {
-        Update: infer U
-      }
-      ? U
-      : never
-    : never
-
-export type Enums<
-  DefaultSchemaEnumNameOrOptions extends
-    | keyof DefaultSchema["Enums"]
-    | { schema: keyof DatabaseWithoutInternals },
-  EnumName extends DefaultSchemaEnumNameOrOptions extends {
-    schema: keyof DatabaseWithoutInternals
-  }
-    ? keyof DatabaseWithoutInternals[DefaultSchemaEnumNameOrOptions["schema"]]["Enums"]
-    : never = never,
-> = DefaultSchemaEnumNameOrOptions extends {
-  schema: keyof DatabaseWithoutInternals
-}
-  ? DatabaseWithoutInternals[DefaultSchemaEnumNameOrOptions["schema"]]["Enums"][EnumName]
-  : DefaultSchemaEnumNameOrOptions extends keyof DefaultSchema["Enums"]
-    ? DefaultSchema["Enums"][DefaultSchemaEnumNameOrOptions]
-    : never
-
-export type CompositeTypes<
-  PublicCompositeTypeNameOrOptions extends
-    | keyof DefaultSchema["CompositeTypes"]
-    | { schema: keyof DatabaseWithoutInternals },
-  CompositeTypeName extends PublicCompositeTypeNameOrOptions extends {
-    schema: keyof DatabaseWithoutInternals
-  }
-    ? keyof DatabaseWithoutInternals[PublicCompositeTypeNameOrOptions["schema"]]["CompositeTypes"]
-    : never = never,
-> = PublicCompositeTypeNameOrOptions extends {
-  schema: keyof DatabaseWithoutInternals
-}
-  ? DatabaseWithoutInternals[PublicCompositeTypeNameOrOptions["schema"]]["CompositeTypes"][CompositeTypeName]
-  : PublicCompositeTypeNameOrOptions extends keyof DefaultSchema["CompositeTypes"]
-    ? DefaultSchema["CompositeTypes"][PublicCompositeTypeNameOrOptions]
-    : never"""
+def _helpers() -> str:
+    """The helper types, as prettier prints postgres-meta's template (they depend only on the default schema)."""
+    return resources.files("usagemeter.ops").joinpath("supabase_types_tail.ts").read_text(encoding="utf-8").rstrip()
 
 
 def render(catalog: Catalog) -> str:
@@ -603,4 +416,4 @@ def render(catalog: Catalog) -> str:
     renderer = _Renderer(catalog)
     database = p.print_doc(renderer.database())
     constants = p.print_doc(renderer.constants())
-    return "\n\n".join([JSON_TYPE, database, HELPERS, constants]) + "\n"
+    return "\n\n".join([JSON_TYPE, database, _helpers(), constants]) + "\n"
