@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from usagemeter.ops import typegen
+from usagemeter.ops import typegen, typegen_typescript
 
 COMMITTED = {
     "typescript": "packages/database/src/types/database.ts",
@@ -89,10 +90,38 @@ create function public.refresh_plans() returns trigger language plpgsql as 'begi
 
 
 @pytest.fixture
-def fixture_types(owner: psycopg.Connection[Any]) -> str:
-    """TypeScript generated for a cloned database holding an enum, identity and generated columns, views, functions."""
+def fixture_catalog(owner: psycopg.Connection[Any]) -> typegen.Catalog:
+    """The catalog of a cloned database holding an enum, identity and generated columns, views, functions."""
     owner.execute(FIXTURE_SCHEMA)
-    return typegen.render(typegen.introspect(owner), "typescript")
+    owner.execute(
+        "create function public.clash(x int) returns int language sql as 'select 1';"
+        "create function public.clash(x text) returns int language sql as 'select 1';"
+        "create type public.a_long_enumeration_name as enum ('first_value_here', 'second_value_here', 'third_one');"
+        "alter table public.plans add column a_long_column_name public.a_long_enumeration_name"
+    )
+    return typegen.introspect(owner)
+
+
+@pytest.fixture
+def fixture_types(fixture_catalog: typegen.Catalog) -> str:
+    return typegen.render(fixture_catalog, "typescript")
+
+
+def test_the_layout_is_prettiers(fixture_catalog: typegen.Catalog, repo_root: Path, tmp_path: Path) -> None:
+    """Prettier (as postgres-meta runs it) lays out our unbroken output exactly as we break it ourselves.
+
+    Rendered at an unlimited width, only the objects postgres-meta's template writes expanded are
+    broken; prettier must then break everything else where we do, at 80 columns.
+    """
+    prettier = repo_root / "packages/database/node_modules/.bin/prettier"
+    if not prettier.exists():
+        pytest.skip("run `npm ci` in packages/database first (CI does, before the tests)")
+    unbroken = tmp_path / "unbroken.ts"
+    unbroken.write_text(typegen_typescript.render(fixture_catalog, width=10**9), encoding="utf-8")
+    command = [str(prettier), "--no-semi", "--parser", "typescript", str(unbroken)]
+    laid_out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert laid_out == typegen_typescript.render(fixture_catalog)
+    assert "          a_long_column_name:\n            | Database" in laid_out  # a union that had to break
 
 
 def test_identity_always_is_never_and_generated_is_optional(fixture_types: str) -> None:
@@ -109,15 +138,17 @@ def test_identity_always_is_never_and_generated_is_optional(fixture_types: str) 
 
 
 def test_enums_views_functions_and_constants_as_supabase_writes_them(fixture_types: str) -> None:
-    assert '    Enums: {\n      plan_tier: "free" | "pro" | "enterprise"\n    }\n' in fixture_types
+    enums = _section(fixture_types, "    Enums: {", "\n    }\n")
+    assert '      plan_tier: "free" | "pro" | "enterprise"\n' in enums
+    assert '      a_long_enumeration_name:\n        | "first_value_here"\n' in enums  # too long for one line
     assert (
         "    CompositeTypes: {\n      price: {\n        amount: number | null\n        currency: string | null\n"
         in fixture_types
     )
-    assert (
-        "export const Constants = {\n  public: {\n    Enums: {\n"
-        '      plan_tier: ["free", "pro", "enterprise"],\n    },\n  },\n} as const\n'
-    ) in fixture_types
+    constants = fixture_types[fixture_types.index("export const Constants = {") :]
+    assert constants.startswith("export const Constants = {\n  public: {\n    Enums: {\n")
+    assert '      plan_tier: ["free", "pro", "enterprise"],\n    },\n  },\n} as const\n' in constants
+    assert '      a_long_enumeration_name: [\n        "first_value_here",\n' in constants
     views = _section(fixture_types, "    Views: {", "\n    }\n")
     assert "      plan_counts: {\n        Row: {\n          n: number | null\n" in views
     counts = _section(views, "      plan_counts: {", "\n      }\n")

@@ -411,9 +411,9 @@ def _helpers() -> str:
     return resources.files("usagemeter.ops").joinpath("supabase_types_tail.ts").read_text(encoding="utf-8").rstrip()
 
 
-def render(catalog: Catalog) -> str:
-    """The `supabase gen types typescript` text for `catalog`."""
+def render(catalog: Catalog, *, width: int = p.WIDTH) -> str:
+    """The `supabase gen types typescript` text for `catalog`; a huge `width` puts every group that may go flat flat."""
     renderer = _Renderer(catalog)
-    database = p.print_doc(renderer.database())
-    constants = p.print_doc(renderer.constants())
+    database = p.print_doc(renderer.database(), width)
+    constants = p.print_doc(renderer.constants(), width)
     return "\n\n".join([JSON_TYPE, database, _helpers(), constants]) + "\n"
