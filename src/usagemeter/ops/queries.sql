@@ -46,57 +46,229 @@ select to_regnamespace(%(schema)s) is not null
 -- The server's major and full version, for status output and version-specific checks.
 select current_setting('server_version_num')::int / 10000, current_setting('server_version')
 
--- table_columns --
--- Columns of every table in a schema, with what type generation needs to know about each.
+-- typegen_relations --
+-- Tables, foreign tables, views and materialized views of the schemas types are generated for,
+-- as postgres-meta lists them: a view takes inserts and updates when it is updatable and deletable.
 select
-  c.relname as table_name,
-  a.attname as column_name,
+  c.oid::int8 as id,
+  n.nspname as schema,
+  c.relname as name,
+  case c.relkind
+    when 'v' then 'view'
+    when 'm' then 'materialized_view'
+    when 'f' then 'foreign_table'
+    else 'table'
+  end as kind,
+  c.relkind = 'v' and (pg_relation_is_updatable(c.oid, false) & 20) = 20 as is_updatable,
+  obj_description(c.oid, 'pg_class') as comment
+from pg_catalog.pg_class as c
+join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+where n.nspname = any(%(schemas)s) and c.relkind in ('r', 'p', 'f', 'v', 'm')
+  and (
+    pg_has_role(c.relowner, 'USAGE')
+    or has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+    or has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES')
+  )
+order by c.oid
+
+-- typegen_columns --
+-- Columns of those relations with what the Row, Insert and Update types depend on. The type is the
+-- base type of a domain and "_<element>" for an array; a generated column has a default here, as
+-- postgres-meta reports it.
+select
+  c.oid::int8 as relation_id,
+  a.attname as name,
   a.attnum as position,
-  coalesce(et.typname, t.typname) as type_name,
-  t.typcategory = 'A' as is_array,
-  not a.attnotnull as is_nullable,
-  a.atthasdef and a.attgenerated = '' as has_default,
+  coalesce(bt.typname, t.typname) as format,
+  not (a.attnotnull or (t.typtype = 'd' and t.typnotnull)) as is_nullable,
+  a.atthasdef as has_default,
+  a.attidentity in ('a', 'd') as is_identity,
+  a.attidentity = 'a' as is_identity_always,
   a.attgenerated <> '' as is_generated,
-  a.attidentity <> '' as is_identity,
+  c.relkind in ('r', 'p')
+    or (c.relkind in ('v', 'f') and pg_column_is_updatable(c.oid, a.attnum, false)) as is_updatable,
   col_description(c.oid, a.attnum) as comment
-from pg_catalog.pg_class as c
+from pg_catalog.pg_attribute as a
+join pg_catalog.pg_class as c on c.oid = a.attrelid
 join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
-join pg_catalog.pg_attribute as a on a.attrelid = c.oid
 join pg_catalog.pg_type as t on t.oid = a.atttypid
-left join pg_catalog.pg_type as et on et.oid = t.typelem and t.typcategory = 'A'
-where n.nspname = %(schema)s and c.relkind in ('r', 'p') and a.attnum > 0 and not a.attisdropped
-order by c.relname, a.attname
+left join pg_catalog.pg_type as bt on t.typtype = 'd' and bt.oid = t.typbasetype
+where n.nspname = any(%(schemas)s) and c.relkind in ('r', 'p', 'f', 'v', 'm')
+  and a.attnum > 0 and not a.attisdropped
+  and (
+    pg_has_role(c.relowner, 'USAGE')
+    or has_column_privilege(c.oid, a.attnum, 'SELECT, INSERT, UPDATE, REFERENCES')
+  )
+order by c.oid, a.attnum
 
--- table_comments --
--- The comment on every table in a schema.
-select c.relname as table_name, obj_description(c.oid, 'pg_class') as comment
-from pg_catalog.pg_class as c
-join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
-where n.nspname = %(schema)s and c.relkind in ('r', 'p')
-order by c.relname
-
--- foreign_keys --
--- Foreign keys between tables of one schema, as Supabase's type generator lists them.
+-- typegen_relationships --
+-- Foreign keys outside the system schemas, as PostgREST sees them: one-to-one when the referencing
+-- columns, in key order, are exactly a primary key or unique constraint of their table.
 select
-  con.conname as name,
-  src.relname as table_name,
-  array(select a.attname from unnest(con.conkey) with ordinality as k(attnum, ord)
-        join pg_catalog.pg_attribute as a on a.attrelid = con.conrelid and a.attnum = k.attnum
-        order by k.ord)::text[] as columns,
-  ref.relname as referenced_table,
-  array(select a.attname from unnest(con.confkey) with ordinality as k(attnum, ord)
-        join pg_catalog.pg_attribute as a on a.attrelid = con.confrelid and a.attnum = k.attnum
-        order by k.ord)::text[] as referenced_columns,
+  con.conname as foreign_key_name,
+  n.nspname as schema,
+  src.relname as relation,
+  fk.columns,
+  rn.nspname as referenced_schema,
+  ref.relname as referenced_relation,
+  array(
+    select a.attname from unnest(con.confkey) with ordinality as k(attnum, ord)
+    join pg_catalog.pg_attribute as a on a.attrelid = con.confrelid and a.attnum = k.attnum
+    order by k.ord
+  )::text[] as referenced_columns,
   exists (
-    select 1 from pg_catalog.pg_index as i
-    where i.indrelid = con.conrelid and i.indisunique and i.indpred is null
-      and (select array_agg(x order by x) from unnest(i.indkey::int2[]) as x)
-        = (select array_agg(x order by x) from unnest(con.conkey) as x)
+    select 1 from pg_catalog.pg_constraint as u
+    where u.conrelid = con.conrelid and u.contype in ('p', 'u')
+      and array(
+        select a.attname from unnest(u.conkey) as k(attnum)
+        join pg_catalog.pg_attribute as a on a.attrelid = u.conrelid and a.attnum = k.attnum
+        order by a.attnum
+      )::text[] = fk.columns
   ) as is_one_to_one
 from pg_catalog.pg_constraint as con
+join pg_catalog.pg_namespace as n on n.oid = con.connamespace
 join pg_catalog.pg_class as src on src.oid = con.conrelid
-join pg_catalog.pg_namespace as sn on sn.oid = src.relnamespace
 join pg_catalog.pg_class as ref on ref.oid = con.confrelid
 join pg_catalog.pg_namespace as rn on rn.oid = ref.relnamespace
-where con.contype = 'f' and sn.nspname = %(schema)s and rn.nspname = %(schema)s
-order by src.relname, con.conname
+cross join lateral (
+  select array(
+    select a.attname from unnest(con.conkey) with ordinality as k(attnum, ord)
+    join pg_catalog.pg_attribute as a on a.attrelid = con.conrelid and a.attnum = k.attnum
+    order by k.ord
+  )::text[] as columns
+) as fk
+where con.contype = 'f' and con.conparentid = 0 and n.nspname not in ('information_schema', 'pg_catalog', 'pg_toast')
+order by con.oid
+
+-- typegen_functions --
+-- Functions of those schemas that PostgREST can call (not procedures, not trigger functions), with
+-- every argument: its mode, name ('' when unnamed), type and whether it has a default.
+with functions as (
+  select
+    p.*,
+    coalesce(
+      p.proargmodes::text[],
+      array_fill('i'::text, array[cardinality(coalesce(p.proallargtypes, p.proargtypes::oid[]))])
+    ) as arg_modes,
+    coalesce(
+      p.proargnames,
+      array_fill(''::text, array[cardinality(coalesce(p.proallargtypes, p.proargtypes::oid[]))])
+    ) as arg_names,
+    coalesce(p.proallargtypes, p.proargtypes::oid[]) as arg_types,
+    array_cat(
+      array_fill(false, array[p.pronargs - p.pronargdefaults]),
+      array_fill(true, array[p.pronargdefaults])
+    ) as arg_has_defaults
+  from pg_catalog.pg_proc as p
+  join pg_catalog.pg_namespace as n on n.oid = p.pronamespace
+  where n.nspname = any(%(schemas)s) and p.prokind = 'f'
+)
+select
+  f.oid::int8 as id,
+  n.nspname as schema,
+  f.proname as name,
+  pg_get_function_arguments(f.oid) as argument_types,
+  pg_get_function_result(f.oid) as return_type,
+  f.prorettype::int8 as return_type_id,
+  nullif(rt.typrelid::int8, 0) as return_type_relation_id,
+  f.proretset as is_set_returning,
+  f.prorows::float8 as prorows,
+  coalesce((
+    select jsonb_agg(jsonb_build_object(
+      'mode', case a.mode when 'i' then 'in' when 'o' then 'out' when 'b' then 'inout'
+                          when 'v' then 'variadic' else 'table' end,
+      'name', a.name,
+      'type_id', a.type_id::int8,
+      'has_default', coalesce(a.has_default, false)
+    ) order by a.ord)
+    from unnest(f.arg_modes, f.arg_names, f.arg_types, f.arg_has_defaults)
+      with ordinality as a(mode, name, type_id, has_default, ord)
+  ), '[]'::jsonb) as args
+from functions as f
+join pg_catalog.pg_namespace as n on n.oid = f.pronamespace
+left join pg_catalog.pg_type as rt on rt.oid = f.prorettype
+where pg_get_function_result(f.oid) not in ('trigger', 'event_trigger')
+order by f.oid
+
+-- typegen_types --
+-- Every type of the database but the row types of views and the like, with enum labels in order and
+-- the attributes of composite types: arguments, results and columns are typed by looking them up here.
+select
+  t.oid::int8 as id,
+  t.typname as name,
+  n.nspname as schema,
+  format_type(t.oid, null) as format,
+  coalesce(
+    (select array_agg(e.enumlabel::text order by e.enumsortorder) from pg_catalog.pg_enum as e where e.enumtypid = t.oid),
+    '{}'::text[]
+  ) as enums,
+  coalesce((
+    select jsonb_agg(jsonb_build_object('name', a.attname, 'type_id', a.atttypid::int8) order by a.attnum)
+    from pg_catalog.pg_class as c
+    join pg_catalog.pg_attribute as a on a.attrelid = c.oid
+    where c.oid = t.typrelid and c.relkind = 'c' and not a.attisdropped
+  ), '[]'::jsonb) as attributes,
+  nullif(t.typrelid::int8, 0) as type_relation_id
+from pg_catalog.pg_type as t
+join pg_catalog.pg_namespace as n on n.oid = t.typnamespace
+where t.typrelid = 0 or (select c.relkind in ('c', 'r') from pg_catalog.pg_class as c where c.oid = t.typrelid)
+order by t.oid
+
+-- typegen_view_definitions --
+-- The stored query of every view and materialized view outside the system schemas, with its column
+-- names by number: which table column each view column passes through is read from the query.
+select
+  c.oid::int8 as id,
+  n.nspname as schema,
+  c.relname as name,
+  r.ev_action::text as definition,
+  coalesce((
+    select jsonb_object_agg(a.attnum::text, a.attname)
+    from pg_catalog.pg_attribute as a
+    where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+  ), '{}'::jsonb) as column_names
+from pg_catalog.pg_class as c
+join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+join pg_catalog.pg_rewrite as r on r.ev_class = c.oid
+where c.relkind in ('v', 'm') and n.nspname not in ('information_schema', 'pg_catalog', 'pg_toast')
+order by c.oid
+
+-- typegen_key_columns --
+-- Every column of every primary and foreign key (type p, f), and every column foreign keys
+-- reference (f_ref), with its position in the key: PostgREST's view key dependencies start here.
+select
+  k.constraint_type,
+  k.constraint_name,
+  k.column_count,
+  k.relation_id,
+  k.column_number,
+  k.ordinality,
+  n.nspname as table_schema,
+  c.relname as table_name
+from (
+  select
+    con.contype::text as constraint_type,
+    con.conname as constraint_name,
+    cardinality(con.conkey) as column_count,
+    con.conrelid::int8 as relation_id,
+    key.attnum::int as column_number,
+    key.ord::int as ordinality
+  from pg_catalog.pg_constraint as con
+  cross join lateral unnest(con.conkey) with ordinality as key(attnum, ord)
+  where con.contype in ('p', 'f')
+  union
+  select
+    con.contype::text || '_ref',
+    con.conname,
+    cardinality(con.confkey),
+    con.confrelid::int8,
+    key.attnum::int,
+    key.ord::int
+  from pg_catalog.pg_constraint as con
+  cross join lateral unnest(con.confkey) with ordinality as key(attnum, ord)
+  where con.contype = 'f'
+) as k
+join pg_catalog.pg_class as c on c.oid = k.relation_id
+join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+where n.nspname not in ('information_schema', 'pg_catalog', 'pg_toast')
+order by k.relation_id, k.constraint_name, k.constraint_type, k.ordinality

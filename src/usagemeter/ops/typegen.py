@@ -1,34 +1,40 @@
 """Generate types from the live, migrated database: Supabase-format TypeScript and Python models.
 
-Read from the catalog, not from the migration text, so the types are what the database really has.
+Read from the catalog, not from the migration text, so the types are what the database really has
+(typegen_catalog). The TypeScript is what `supabase gen types typescript` writes for the same
+schema (typegen_typescript); the Python models are our own.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
 
 from usagemeter.db import sql
+from usagemeter.ops import typegen_typescript, typegen_views
+from usagemeter.ops.typegen_catalog import (
+    Argument,
+    Attribute,
+    Catalog,
+    Column,
+    Function,
+    PgType,
+    Relation,
+    Relationship,
+    locale_key,
+)
+
+__all__ = ["Catalog", "Language", "introspect", "render", "render_python"]
 
 queries = sql.load_queries("usagemeter.ops")
 
 Language = Literal["typescript", "python"]
 
-TS_TYPES = {
-    "bool": "boolean",
-    "int2": "number",
-    "int4": "number",
-    "int8": "number",
-    "float4": "number",
-    "float8": "number",
-    "numeric": "number",
-    "json": "Json",
-    "jsonb": "Json",
-}
 PY_TYPES = {
     "bool": "bool",
     "int2": "int",
@@ -46,138 +52,50 @@ PY_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class Column:
-    table_name: str
-    column_name: str
-    position: int
-    type_name: str
-    is_array: bool
-    is_nullable: bool
-    has_default: bool
-    is_generated: bool
-    is_identity: bool
-    comment: str | None
-
-    @property
-    def optional_on_insert(self) -> bool:
-        return self.is_nullable or self.has_default or self.is_identity
-
-
-@dataclass(frozen=True)
-class ForeignKey:
-    name: str
-    table_name: str
-    columns: list[str]
-    referenced_table: str
-    referenced_columns: list[str]
-    is_one_to_one: bool
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    comment: str | None
-    columns: list[Column]
-    foreign_keys: list[ForeignKey]
-
-
-def introspect(conn: psycopg.Connection[Any], schema: str = "public") -> list[Table]:
-    """Tables of `schema` with their columns and foreign keys, sorted by name as Supabase sorts them."""
-    params = {"schema": schema}
+def introspect(conn: psycopg.Connection[Any], schemas: Sequence[str] = ("public",)) -> Catalog:
+    """The catalog of `schemas`, every list sorted as postgres-meta sorts it, so output is deterministic."""
+    params = {"schemas": list(schemas)}
+    with conn.cursor(row_factory=class_row(Relation)) as cur:
+        relations = cur.execute(queries["typegen_relations"], params).fetchall()
     with conn.cursor(row_factory=class_row(Column)) as cur:
-        columns = cur.execute(queries["table_columns"], params).fetchall()
-    with conn.cursor(row_factory=class_row(ForeignKey)) as cur:
-        keys = cur.execute(queries["foreign_keys"], params).fetchall()
-    comments = dict(conn.execute(queries["table_comments"], params).fetchall())
-    columns_of: dict[str, list[Column]] = defaultdict(list)
-    for column in columns:
-        columns_of[column.table_name].append(column)
-    keys_of: dict[str, list[ForeignKey]] = defaultdict(list)
-    for key in keys:
-        keys_of[key.table_name].append(key)
-    return [Table(name, comments.get(name), columns_of[name], keys_of[name]) for name in sorted(comments)]
+        columns = cur.execute(queries["typegen_columns"], params).fetchall()
+    with conn.cursor(row_factory=class_row(Relationship)) as cur:
+        relationships = cur.execute(queries["typegen_relationships"], params).fetchall()
+    with conn.cursor(row_factory=dict_row) as cur:
+        function_rows = cur.execute(queries["typegen_functions"], params).fetchall()
+        type_rows = cur.execute(queries["typegen_types"]).fetchall()
+    relationships += typegen_views.read(conn, relationships)
+    by_id = {relation.id: relation for relation in relations}
+    for column in sorted(columns, key=lambda c: locale_key(c.name)):
+        if column.relation_id in by_id:
+            by_id[column.relation_id].columns.append(column)
+    relationships.sort(
+        key=lambda r: (
+            locale_key(r.foreign_key_name),
+            locale_key(r.referenced_relation),
+            locale_key(json.dumps(r.referenced_columns, separators=(",", ":"))),
+        )
+    )
+    for relation in relations:
+        relation.relationships = [
+            r
+            for r in relationships
+            if r.schema == relation.schema and r.referenced_schema == relation.schema and r.relation == relation.name
+        ]
+    functions = [Function(**{**row, "args": [Argument(**arg) for arg in row["args"]]}) for row in function_rows]
+    types = [PgType(**{**row, "attributes": [Attribute(**a) for a in row["attributes"]]}) for row in type_rows]
+    return Catalog(
+        schemas=sorted(schemas, key=locale_key),
+        relations=sorted(relations, key=lambda r: locale_key(r.name)),
+        functions=sorted(functions, key=lambda f: locale_key(f.name)),
+        types=types,
+    )
 
 
-def render(tables: list[Table], language: Language) -> str:
-    return render_typescript(tables) if language == "typescript" else render_python(tables)
-
-
-# -- TypeScript ------------------------------------------------------------------------------------
-
-
-def _ts_type(column: Column) -> str:
-    base = TS_TYPES.get(column.type_name, "string")
-    return f"{base}[]" if column.is_array else base
-
-
-def _ts_doc(comment: str | None, indent: str) -> list[str]:
-    return [f"{indent}/** {comment} */"] if comment else []
-
-
-def render_typescript(tables: list[Table]) -> str:
-    out = [
-        "// Generated by `usagemeter gen-types --lang typescript` from the migrated database. Do not edit.",
-        "export type Json =",
-        "  | string",
-        "  | number",
-        "  | boolean",
-        "  | null",
-        "  | { [key: string]: Json | undefined }",
-        "  | Json[]",
-        "",
-        "export type Database = {",
-        "  public: {",
-        "    Tables: {",
-    ]
-    for table in tables:
-        out += _ts_doc(table.comment, "      ")
-        out.append(f"      {table.name}: {{")
-        out.append("        Row: {")
-        for column in table.columns:
-            out += _ts_doc(column.comment, "          ")
-            null = " | null" if column.is_nullable else ""
-            out.append(f"          {column.column_name}: {_ts_type(column)}{null}")
-        out.append("        }")
-        for section in ("Insert", "Update"):
-            out.append(f"        {section}: {{")
-            for column in table.columns:
-                out += _ts_doc(column.comment, "          ")
-                if column.is_generated:
-                    out.append(f"          {column.column_name}?: never")
-                    continue
-                optional = section == "Update" or column.optional_on_insert
-                null = " | null" if column.is_nullable else ""
-                out.append(f"          {column.column_name}{'?' if optional else ''}: {_ts_type(column)}{null}")
-            out.append("        }")
-        out.append("        Relationships: [")
-        for key in table.foreign_keys:
-            out += [
-                "          {",
-                f'            foreignKeyName: "{key.name}"',
-                f"            columns: [{', '.join(chr(34) + c + chr(34) for c in key.columns)}]",
-                f"            isOneToOne: {'true' if key.is_one_to_one else 'false'}",
-                f'            referencedRelation: "{key.referenced_table}"',
-                f"            referencedColumns: [{', '.join(chr(34) + c + chr(34) for c in key.referenced_columns)}]",
-                "          },",
-            ]
-        out.append("        ]")
-        out.append("      }")
-    out.append("    }")
-    for section in ("Views", "Functions", "Enums", "CompositeTypes"):
-        out += [f"    {section}: {{", "      [_ in never]: never", "    }"]
-    out += [
-        "  }",
-        "}",
-        "",
-        'type PublicSchema = Database["public"]',
-        "",
-        'export type Tables<T extends keyof PublicSchema["Tables"]> = PublicSchema["Tables"][T]["Row"]',
-        'export type TablesInsert<T extends keyof PublicSchema["Tables"]> = PublicSchema["Tables"][T]["Insert"]',
-        'export type TablesUpdate<T extends keyof PublicSchema["Tables"]> = PublicSchema["Tables"][T]["Update"]',
-        "",
-    ]
-    return "\n".join(out)
+def render(catalog: Catalog, language: Language) -> str:
+    if language == "typescript":
+        return typegen_typescript.render(catalog)
+    return render_python(catalog)
 
 
 # -- Python ----------------------------------------------------------------------------------------
@@ -188,7 +106,7 @@ def _class_name(table: str) -> str:
 
 
 def _py_type(column: Column) -> str:
-    base = PY_TYPES.get(column.type_name, "str")
+    base = PY_TYPES.get(column.element_format, "str")
     return f"list[{base}]" if column.is_array else base
 
 
@@ -205,17 +123,22 @@ def _python_imports(used: set[str]) -> list[str]:
     return [f"from {module} import {', '.join(names_of[module])}" for module in modules]
 
 
-def render_python(tables: list[Table]) -> str:
+def _optional_on_insert(column: Column) -> bool:
+    return column.is_nullable or column.is_identity or (column.has_default and not column.is_generated)
+
+
+def render_python(catalog: Catalog) -> str:
+    """Pydantic rows and TypedDict inserts for the tables; generated columns are absent from inserts."""
     body: list[str] = []
     used: set[str] = set()
-    for table in tables:
+    for table in catalog.tables:
         name = _class_name(table.name)
         body += ["", "", f"class {name}Row(BaseModel):", f'    """A row of {table.name}: {table.comment or ""}"""', ""]
         body += ["    model_config = ConfigDict(frozen=True)", ""]
         for column in table.columns:
-            used.add(PY_TYPES.get(column.type_name, "str"))
+            used.add(PY_TYPES.get(column.element_format, "str"))
             null = " | None" if column.is_nullable else ""
-            body.append(f"    {column.column_name}: {_py_type(column)}{null}")
+            body.append(f"    {column.name}: {_py_type(column)}{null}")
             if column.comment:
                 body.append(f'    """{column.comment}"""')
         body += ["", "", f"class {name}Insert(TypedDict):"]
@@ -225,9 +148,9 @@ def render_python(tables: list[Table]) -> str:
                 continue
             null = " | None" if column.is_nullable else ""
             annotation = f"{_py_type(column)}{null}"
-            if column.optional_on_insert:
+            if _optional_on_insert(column):
                 annotation = f"NotRequired[{annotation}]"
-            body.append(f"    {column.column_name}: {annotation}")
+            body.append(f"    {column.name}: {annotation}")
     header = [
         '"""Database types generated by `usagemeter gen-types --lang python` from the migrated database."""',
         "",
