@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -176,8 +177,9 @@ order by 1, 2
 """
 
 
-def test_a_refusal_on_a_bare_cluster_creates_no_role_schema_table_or_function(tmp_path: Path) -> None:
-    data_dir = tmp_path / "bare"
+def test_a_refusal_on_a_bare_cluster_creates_no_role_schema_table_or_function() -> None:
+    # Outside pytest's basetemp: a concurrent pytest run resets its permissions, which the server user needs.
+    data_dir = Path(tempfile.mkdtemp(prefix="um_bare_")) / "pgdata"
     try:
         with (
             embedded.EmbeddedPostgres(data_dir) as server,
@@ -193,7 +195,7 @@ def test_a_refusal_on_a_bare_cluster_creates_no_role_schema_table_or_function(tm
             assert sorted(set(after) - set(before)) == []
             assert sorted(set(before) - set(after)) == []
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 # -- edits to applied files ----------------------------------------------------------------------------
