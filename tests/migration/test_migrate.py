@@ -11,7 +11,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import conninfo
 
+from tests.transaction_pooler import transaction_pooler
 from usagemeter import db, errors
 from usagemeter.ops import embedded, migrate
 
@@ -259,3 +261,27 @@ def test_edits_to_applied_files_are_told_apart_exactly(database_url: str, record
             assert [s.status for s in migrate.states(conn, [changed])] == ["changed"]
         with pytest.raises(errors.MigrationChanged, match=events.file_name):
             migrate.migrate(conn, [*shipped[: shipped.index(events)], a_space_inside_a_regex_literal])
+
+
+# -- through a transaction-mode pooler (Supavisor on port 6543) ------------------------------------------
+
+ADVISORY_LOCKS_HERE = """
+select count(*) from pg_locks
+where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())
+"""
+
+
+def test_migrating_through_a_transaction_mode_pooler_keeps_no_session_state(empty_database: str) -> None:
+    shipped = migrate.discover_migrations()
+    # enough migrations that psycopg would prepare the repeated history queries (its threshold is 5)
+    extra = [migrate.Migration(f"2999123100000{i}", f"extra_{i}", "select 1;\n") for i in range(6)]
+    server_port = int(conninfo.conninfo_to_dict(empty_database).get("port") or 5432)
+    with transaction_pooler(server_port) as pooler_port:
+        pooled_url = conninfo.make_conninfo(empty_database, host="127.0.0.1", port=pooler_port, sslmode="disable")
+        with db.connect(pooled_url, autocommit=True) as pooled, db.connect(empty_database) as direct:
+            backends = {pooled.execute("select pg_backend_pid()").fetchone() for _ in range(3)}
+            assert len(backends) == 3, "each transaction runs on another server connection"
+            applied = migrate.migrate(pooled, [*shipped, *extra])
+            assert [m.version for m in applied] == [m.version for m in [*shipped, *extra]]
+            assert direct.execute(ADVISORY_LOCKS_HERE).fetchone() == (0,), "no lock left on a pooled connection"
+            assert migrate.migrate(pooled, [*shipped, *extra]) == []
