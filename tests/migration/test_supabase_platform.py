@@ -122,7 +122,7 @@ def test_supabase_database_linter_finds_nothing_in_our_schemas(repo_root: Path, 
     with owner.transaction(force_rollback=True), owner.cursor(row_factory=rows.dict_row) as cursor:
         cursor.execute(setup)
         found = cursor.execute(lints).fetchall()
-    assert len({lint["name"] for lint in found}) >= 1, "the linter ran and reports on Supabase's own objects"
+    assert found, "the linter ran (it reports INFO lints, e.g. unused indexes on a fresh database)"
     ours = [
         f"{lint['name']}: {lint['detail']}"
         for lint in found
