@@ -1,7 +1,11 @@
 """Test databases: one migrated template per run, and a fresh clone of it for every test.
 
 The server is $USAGEMETER_TEST_DATABASE_URL or $DATABASE_URL when set (CI points it at the
-machine's PostgreSQL 15), otherwise an embedded PostgreSQL started for the run.
+machine's PostgreSQL 15), otherwise an embedded PostgreSQL started for the run. With
+$USAGEMETER_TEST_PLATFORM=supabase (the platform tier) it is a throwaway PostgreSQL 15 holding a
+database built from Supabase's own SQL: the template is that database migrated as `postgres` (not
+a superuser there), and `owner` connects as `authenticator`, switching role per request as
+PostgREST does.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import conninfo
 from psycopg import sql as pgsql
 
+from tests import supabase_platform
 from usagemeter import db
 from usagemeter.ops import embedded, migrate
 
@@ -36,8 +42,23 @@ def _drop_database(server_url: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def supabase_cluster() -> Iterator[supabase_platform.SupabaseCluster | None]:
+    """The platform tier's Supabase-built cluster; None in the other tiers."""
+    if not supabase_platform.platform_mode():
+        yield None
+        return
+    with supabase_platform.supabase_cluster(supabase_platform.platform_sql_dir(Path(__file__).parents[1])) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def server_url(
+    tmp_path_factory: pytest.TempPathFactory, supabase_cluster: supabase_platform.SupabaseCluster | None
+) -> Iterator[str]:
     """URL of a maintenance database on the server under test."""
+    if supabase_cluster is not None:
+        yield supabase_cluster.url("postgres")
+        return
     given = os.environ.get("USAGEMETER_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if given:
         yield given
@@ -48,8 +69,13 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def template_database(server_url: str) -> Iterator[str]:
+def template_database(server_url: str, supabase_cluster: supabase_platform.SupabaseCluster | None) -> Iterator[str]:
     """A database migrated once per run; every test clones it."""
+    if supabase_cluster is not None:
+        with db.connect(db.with_database(server_url, supabase_platform.BUILT_DATABASE), autocommit=True) as conn:
+            migrate.migrate(conn)
+        yield supabase_platform.BUILT_DATABASE
+        return
     name = f"um_tpl_{uuid.uuid4().hex[:10]}"
     _create_database(server_url, name)
     try:
@@ -83,9 +109,21 @@ def database_url(server_url: str, template_database: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def owner(database_url: str) -> Iterator[psycopg.Connection[Any]]:
-    """A connection as the table owner (bypasses RLS): for arranging data, never for asserting policies."""
-    with db.connect(database_url, autocommit=True) as conn:
+def owner(
+    database_url: str, supabase_cluster: supabase_platform.SupabaseCluster | None
+) -> Iterator[psycopg.Connection[Any]]:
+    """A connection as the table owner (bypasses RLS): for arranging data, never for asserting policies.
+
+    In the platform tier it logs in as `authenticator` and arranges as Supabase's superuser (the
+    table owner `postgres` is itself a member of authenticator, so it cannot be granted), and
+    `acting_as` switches role from `authenticator`, which must be granted that role, as PostgREST does.
+    """
+    if supabase_cluster is None:
+        with db.connect(database_url, autocommit=True) as conn:
+            yield conn
+        return
+    with db.connect(conninfo.make_conninfo(database_url, user="authenticator"), autocommit=True) as conn:
+        conn.execute(pgsql.SQL("set role {}").format(pgsql.Identifier(supabase_platform.ARRANGING_ROLE)))
         yield conn
 
 

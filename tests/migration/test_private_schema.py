@@ -53,8 +53,10 @@ def test_a_fresh_install_over_a_foreign_private_schema_is_refused_before_any_cha
         assert "rename it back" in str(raised.value)
         assert "Nothing was changed" in str(raised.value)
         assert conn.execute("select to_regclass('public.tenants')").fetchone() == (None,)
-        assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone() == (0,)
-        assert not signed_in_user_can_call_the_project_secret(conn)
+        assert conn.execute("select to_regclass('supabase_migrations.schema_migrations')").fetchone() == (None,)
+        assert conn.execute("select to_regnamespace('auth')").fetchone() == (None,)  # not even the shim ran
+        granted = "select has_schema_privilege('authenticated', 'private', 'usage')"
+        assert conn.execute(granted).fetchone() == (False,)
 
 
 def test_a_database_migrated_over_a_foreign_private_schema_stops_granting_it(empty_database: str) -> None:

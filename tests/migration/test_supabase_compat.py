@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,9 @@ def test_grants_on_plain_postgres_are_exactly_the_intended_ones(owner: psycopg.C
 
 
 @pytest.mark.parametrize("bin_dir", server_binaries())
-def test_bare_cluster_gets_roles_auth_and_schema(tmp_path: Path, bin_dir: Path | None) -> None:
-    data_dir = tmp_path / "bare"
+def test_bare_cluster_gets_roles_auth_and_schema(bin_dir: Path | None) -> None:
+    # Outside pytest's basetemp: a concurrent pytest run resets its permissions, which the server user needs.
+    data_dir = Path(tempfile.mkdtemp(prefix="um_bare_")) / "pgdata"
     try:
         with (
             embedded.EmbeddedPostgres(data_dir, bin_dir=bin_dir) as server,
@@ -162,4 +164,4 @@ def test_bare_cluster_gets_roles_auth_and_schema(tmp_path: Path, bin_dir: Path |
             assert who == (user, "authenticated", "a@example.test", "authenticated")
             assert migrate.migrate(conn) == []
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)

@@ -34,15 +34,29 @@ def test_duplicate_versions_are_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("statements", "text", "same"),
     [
-        (["create table a (x int);"], "create table a (x int);", True),
+        # usagemeter's own record: the whole file, byte for byte (line endings as read)
+        (["create table a (x int);\n"], "create table a (x int);\n", True),
+        (["create table a (x int);\r\n"], "create table a (x int);\n", True),
+        (["create table a (x int);"], "create table a (x int);\n", False),
+        # the Supabase CLI's record: cut at each `;`, pieces trimmed of whitespace and `;`
         (
-            ["create table a (x int)", "create index i on a (x)"],
-            "create table a (x int);\n\ncreate index i on a (x);\n",
+            ["create table a (x int)", "-- why\ncreate index i on a (x)"],
+            "create table a (x int);\n\n-- why\ncreate index i on a (x);\n",
             True,
         ),
-        (["create table a (x int);"], "create table a (x bigint);", False),
-        (["create table a (x int);"], "create table a (x int); drop table b;", False),
+        (["select 1", "select 2"], "select 1 ;;\n select 2", True),
+        # a change inside a statement: a literal's whitespace, a comment, a type
+        (["select '[a-z_-]'"], "select '[a-z_ -]';", False),
+        (["select 1", "select 2"], "select 1;\n-- note\nselect 2;", False),
+        (["create table a (x int)"], "create table a (x bigint);", False),
+        # statements merged, added or dropped
+        (["select 1", "select 2"], "select 1 select 2;", False),
+        (["select 1"], "select 1; select 2;", False),
+        (["select 1", "select 2"], "select 1;", False),
+        (["select 1"], "select 12;", False),
+        # a row written before the CLI kept statements cannot be checked
+        (None, "anything", True),
     ],
 )
-def test_same_sql_ignores_whitespace_and_splitting_only(statements: list[str], text: str, same: bool) -> None:
-    assert migrate.same_sql(statements, text) is same
+def test_a_record_matches_only_the_exact_file_text(statements: list[str] | None, text: str, same: bool) -> None:
+    assert migrate.matches_record(statements, text) is same

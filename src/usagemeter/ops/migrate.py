@@ -1,9 +1,12 @@
 """Apply supabase/migrations the way the Supabase CLI does, so either tool can take over from the other.
 
-Each run: take an advisory lock (concurrent migrators queue), apply the platform shim (creates
-only what Supabase would already have), check that applied files are unchanged, then apply each
-pending file in its own transaction together with its history row. A failure rolls back that one
-migration; what was applied before it stays applied and recorded, so re-running resumes.
+Each run: in one transaction, check everything that would make us refuse (applied files changed
+since, tables a pending file creates that exist already) BEFORE changing anything, then create or
+complete the history table and apply the platform shim (creates only what Supabase would already
+have). Then apply each pending file in its own transaction together with its history row. Every
+transaction takes a transaction-level advisory lock first, so concurrent migrators queue, and
+nothing depends on the session (it works through a transaction-mode pooler). A failure rolls back
+that one migration; what was applied before it stays applied and recorded, so re-running resumes.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from usagemeter.db import sql
 queries = sql.load_queries("usagemeter.ops")
 
 MIGRATION_FILE_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[A-Za-z0-9_-]+)\.sql$")
-_INSIGNIFICANT = re.compile(r"[\s;]+")
+# How the Supabase CLI cuts a file into recorded statements: at each top-level `;`, each piece trimmed
+# of surrounding whitespace and its `;`, empty pieces dropped. What may lie between two pieces:
+_BETWEEN_STATEMENTS = re.compile(r"\s*;[\s;]*")
+_BEFORE_FIRST_OR_AFTER_LAST = re.compile(r"[\s;]*")
 _CREATED_TABLE = re.compile(
     r"^\s*create\s+table\s+(?:if\s+not\s+exists\s+)?([a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*)", re.I | re.M
 )
@@ -86,12 +92,36 @@ def discover_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-def same_sql(applied_statements: Sequence[str], file_text: str) -> bool:
-    """Whether recorded statements are the file's text, ignoring whitespace and statement splitting.
+def matches_record(statements: Sequence[str] | None, file_text: str) -> bool:
+    """Whether a history row's statements are exactly this file's text, as usagemeter or the Supabase CLI records it.
 
-    The Supabase CLI records a file split into statements, we record it whole; both must compare equal.
+    usagemeter records the whole file as one statement; the Supabase CLI records the file cut at
+    each top-level `;`, each piece trimmed (its own parser; cutting is version-dependent, so any cut
+    is accepted as long as the pieces are the file's text, in order). Anything inside a statement
+    counts: a string literal, an identifier, a comment. Only the whitespace and `;` the CLI trims
+    between its pieces are not compared. Line endings compare as `\n`, as the files are read.
+    A row without statements (written before the CLI kept them) cannot be checked: it matches.
     """
-    return _INSIGNIFICANT.sub("", "".join(applied_statements)) == _INSIGNIFICANT.sub("", file_text)
+    if statements is None:
+        return True
+    recorded = [statement.replace("\r\n", "\n") for statement in statements]
+    if recorded == [file_text]:
+        return True
+    if any(statement != statement.strip() or statement.endswith(";") for statement in recorded):
+        return False  # not cut by the CLI (which trims every piece), so it had to be the exact text
+    leading = _BEFORE_FIRST_OR_AFTER_LAST.match(file_text)
+    position = leading.end() if leading else 0
+    for index, statement in enumerate(recorded):
+        if not statement or not file_text.startswith(statement, position):
+            return False
+        position += len(statement)
+        gap = (_BETWEEN_STATEMENTS if index < len(recorded) - 1 else _BEFORE_FIRST_OR_AFTER_LAST).match(
+            file_text, position
+        )
+        if gap is None:
+            return False
+        position = gap.end()
+    return position == len(file_text)
 
 
 def server_version(conn: psycopg.Connection[Any]) -> tuple[int, str]:
@@ -101,11 +131,12 @@ def server_version(conn: psycopg.Connection[Any]) -> tuple[int, str]:
 
 
 def _applied(conn: psycopg.Connection[Any]) -> dict[str, list[str] | None]:
+    """Recorded versions and their statements; read-only, and readable whatever the history table's age."""
     exists = conn.execute(queries["migration_history_exists"]).fetchone()
     if exists is None or not exists[0]:
         return {}
     rows = conn.execute(queries["applied_migrations"]).fetchall()
-    return {str(version): statements for version, _name, statements in rows}
+    return {str(version): statements for version, statements in rows}
 
 
 def states(conn: psycopg.Connection[Any], migrations: Iterable[Migration]) -> list[MigrationState]:
@@ -116,8 +147,7 @@ def states(conn: psycopg.Connection[Any], migrations: Iterable[Migration]) -> li
         if migration.version not in applied:
             result.append(MigrationState(migration, "pending"))
             continue
-        statements = applied[migration.version]
-        unchanged = statements is None or same_sql(statements, migration.text)
+        unchanged = matches_record(applied[migration.version], migration.text)
         result.append(MigrationState(migration, "applied" if unchanged else "changed"))
     return result
 
@@ -131,42 +161,44 @@ def apply_platform_shim(conn: psycopg.Connection[Any]) -> None:
 def migrate(conn: psycopg.Connection[Any], migrations: Sequence[Migration] | None = None) -> list[Migration]:
     """Bring the database up to date; returns the migrations applied by this call (empty when none were due).
 
-    `conn` must be in autocommit mode: each migration gets a transaction of its own.
+    `conn` must be in autocommit mode: each migration gets a transaction of its own. Refusals
+    (`MigrationChanged`, foreign tables) are raised before anything in the database is changed.
     """
     if not conn.autocommit:
         raise errors.MigrationError(
             "migrate() needs an autocommit connection: each migration runs in its own transaction"
         )
     migrations = list(migrations if migrations is not None else discover_migrations())
-    conn.execute(queries["lock_migrations"])
+    prepare_threshold = conn.prepare_threshold
+    conn.prepare_threshold = None  # no server-side prepared statements: they break transaction-mode poolers
     try:
-        apply_platform_shim(conn)
         with conn.transaction():
+            conn.execute(queries["lock_migrations"])
+            pending = _pending_after_preflight(conn, migrations)
             conn.execute(queries["create_migration_history"])
-        current = states(conn, migrations)
-        changed = [s.migration.file_name for s in current if s.status == "changed"]
-        if changed:
-            raise errors.MigrationChanged(
-                f"applied migration(s) changed since they were applied: {', '.join(changed)}; "
-                "restore the original file(s) and add a new migration for the change. Nothing was applied."
-            )
-        pending = [s.migration for s in current if s.status == "pending"]
-        _refuse_foreign_tables(conn, pending)
-        _refuse_foreign_private_schema(conn, pending)
-        applied_now: list[Migration] = []
-        for state in current:
-            if state.status != "pending":
-                continue
-            _apply_one(conn, state.migration)
-            applied_now.append(state.migration)
-        return applied_now
+            apply_platform_shim(conn)
+        return [migration for migration in pending if _apply_one(conn, migration)]
     finally:
-        if not conn.closed and not conn.broken:
-            conn.execute(queries["unlock_migrations"])
+        conn.prepare_threshold = prepare_threshold
+
+
+def _pending_after_preflight(conn: psycopg.Connection[Any], migrations: Sequence[Migration]) -> list[Migration]:
+    """The pending migrations, after every check that would refuse the run; reads only, changes nothing."""
+    current = states(conn, migrations)
+    changed = [s.migration.file_name for s in current if s.status == "changed"]
+    if changed:
+        raise errors.MigrationChanged(
+            f"applied migration(s) changed since they were applied: {', '.join(changed)}; "
+            "restore the original file(s) and add a new migration for the change. Nothing was changed."
+        )
+    pending = [s.migration for s in current if s.status == "pending"]
+    _refuse_foreign_tables(conn, pending)
+    _refuse_foreign_private_schema(conn, pending)
+    return pending
 
 
 def _refuse_foreign_tables(conn: psycopg.Connection[Any], pending: Sequence[Migration]) -> None:
-    """Stop before any change when a table a pending migration creates exists already (someone else's)."""
+    """Refuse when a table a pending migration creates exists already (someone else's)."""
     clashes: list[str] = []
     for migration in pending:
         for table in migration.created_tables:
@@ -202,14 +234,20 @@ def _refuse_foreign_private_schema(conn: psycopg.Connection[Any], pending: Seque
         )
 
 
-def _apply_one(conn: psycopg.Connection[Any], migration: Migration) -> None:
+def _apply_one(conn: psycopg.Connection[Any], migration: Migration) -> bool:
+    """Apply and record one migration in one transaction; False when another migrator recorded it meanwhile."""
     try:
         with conn.transaction():
+            conn.execute(queries["lock_migrations"])
+            recorded = conn.execute(queries["migration_recorded"], {"version": migration.version}).fetchone()
+            if recorded is not None and recorded[0]:
+                return False
             conn.execute(migration.text)  # trusted: a file shipped with usagemeter
             conn.execute(
                 queries["record_migration"],
                 {"version": migration.version, "name": migration.name, "statements": [migration.text]},
             )
+            return True
     except psycopg.Error as failure:
         diag = failure.diag
         detail = "; ".join(part for part in (diag.message_primary, diag.message_detail, diag.message_hint) if part)

@@ -3,28 +3,33 @@
 -- placeholders bound by psycopg; no SQL is ever built from values.
 
 -- lock_migrations --
--- Serialise migrators on this database: a second one waits until the first has finished.
-select pg_advisory_lock(hashtext('usagemeter:migrate'))
-
--- unlock_migrations --
--- Let the next migrator in.
-select pg_advisory_unlock(hashtext('usagemeter:migrate'))
+-- Serialise migrators on this database for the rest of this transaction: a second one waits. A
+-- transaction-level lock holds no session state, so it works through a transaction-mode pooler too.
+select pg_advisory_xact_lock(hashtext('usagemeter:migrate'))
 
 -- create_migration_history --
--- The history table the Supabase CLI keeps, created where absent so either tool can take over.
+-- The history table the Supabase CLI keeps, created or completed the way the CLI does it, so either
+-- tool can take over: a table from a CLI before mid-2023 has only `version` (or `version, statements`);
+-- the missing columns are added and its rows kept.
 create schema if not exists supabase_migrations;
-create table if not exists supabase_migrations.schema_migrations (
-  version text not null primary key,
-  statements text[],
-  name text
-)
+create table if not exists supabase_migrations.schema_migrations (version text not null primary key);
+alter table supabase_migrations.schema_migrations add column if not exists statements text[];
+alter table supabase_migrations.schema_migrations add column if not exists name text
 
 -- applied_migrations --
--- Every recorded migration, ours or the application's own.
-select version, name, statements from supabase_migrations.schema_migrations order by version
+-- Every recorded version, ours or the application's own, with its statements (NULL when the history
+-- table predates that column): read through to_jsonb so a history table of any CLI age can be read
+-- before anything is changed.
+select h.version, to_jsonb(h) -> 'statements' as statements
+from supabase_migrations.schema_migrations as h
+order by h.version
+
+-- migration_recorded --
+-- Whether a version is recorded already (another migrator applied it while this one waited).
+select exists (select from supabase_migrations.schema_migrations where version = %(version)s)
 
 -- migration_history_exists --
--- Whether the history table exists yet (status must not create it).
+-- Whether the history table exists yet (status and the pre-flight checks must not create it).
 select to_regclass('supabase_migrations.schema_migrations') is not null
 
 -- record_migration --
