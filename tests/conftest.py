@@ -36,28 +36,48 @@ def _drop_database(server_url: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a maintenance database on the server under test."""
-    given = os.environ.get("USAGEMETER_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    if given:
-        yield given
+def embedded_test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedded.EmbeddedPostgres | None]:
+    """The embedded PostgreSQL the run uses when no server URL is given; None when one is."""
+    if os.environ.get("USAGEMETER_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"):
+        yield None
         return
-    server = embedded.EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "pgdata")
-    with server:
-        yield server.url()
+    with embedded.EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "pgdata") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def template_database(server_url: str) -> Iterator[str]:
-    """A database migrated once per run; every test clones it."""
+def server_url(embedded_test_server: embedded.EmbeddedPostgres | None) -> str:
+    """URL of a maintenance database on the server under test, as its superuser."""
+    if embedded_test_server is not None:
+        return embedded_test_server.url()
+    return os.environ.get("USAGEMETER_TEST_DATABASE_URL") or os.environ["DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str, embedded_test_server: embedded.EmbeddedPostgres | None) -> Iterator[str]:
+    """A database migrated once per run; every test clones it.
+
+    On the embedded server, `authenticator` gets the server's password, and the run's environment
+    carries it as USAGEMETER_AUTHENTICATOR_PASSWORD, so CLI processes find the app login as users do.
+    """
     name = f"um_tpl_{uuid.uuid4().hex[:10]}"
     _create_database(server_url, name)
     try:
         with db.connect(db.with_database(server_url, name), autocommit=True) as conn:
             migrate.migrate(conn)
+            if embedded_test_server is not None:
+                embedded_test_server.enable_app_login(conn)
+                os.environ["USAGEMETER_AUTHENTICATOR_PASSWORD"] = embedded_test_server.app_password()
         yield name
     finally:
         _drop_database(server_url, name)
+
+
+def authenticator_password_of(server: embedded.EmbeddedPostgres | None) -> str | None:
+    """The app login's password: the embedded server's own, none on a trust server given by URL."""
+    if server is None:
+        return os.environ.get("USAGEMETER_AUTHENTICATOR_PASSWORD")
+    return server.app_password()
 
 
 @pytest.fixture
@@ -80,6 +100,12 @@ def database_url(server_url: str, template_database: str) -> Iterator[str]:
         yield db.with_database(server_url, name)
     finally:
         _drop_database(server_url, name)
+
+
+@pytest.fixture
+def app_database_url(database_url: str, embedded_test_server: embedded.EmbeddedPostgres | None) -> str:
+    """The same database as `database_url`, logged in as `authenticator`: what recorders and reports use."""
+    return db.app_url(database_url, password=authenticator_password_of(embedded_test_server))
 
 
 @pytest.fixture
