@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import conninfo
 
 from usagemeter.ops import embedded, migrate
 
@@ -82,6 +84,9 @@ def test_embedded_default_migrates_and_stops_then_up_and_down(tmp_path: Path) ->
         with psycopg.connect(url) as conn:
             row = conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()
         assert row == (len(migrate.discover_migrations()),)
+        with psycopg.connect(server.app_url()) as conn:
+            assert conn.execute("select current_user").fetchone() == ("authenticator",)
+        _assert_password_logins_only(url, server)
         status = usagemeter("db", "status", env=env)
         assert status.returncode == 0
         assert server.is_running(), "a command that reused a running server leaves it running"
@@ -89,3 +94,21 @@ def test_embedded_default_migrates_and_stops_then_up_and_down(tmp_path: Path) ->
         down = usagemeter("db", "down", env=env)
     assert down.returncode == 0
     assert not server.is_running()
+
+
+def _assert_password_logins_only(url: str, server: embedded.EmbeddedPostgres) -> None:
+    """The server `db up` leaves running takes no login without its password, and the passwords are private."""
+    params = conninfo.conninfo_to_dict(url)
+    assert params.get("password"), "the printed URL carries the password"
+    without_password = conninfo.make_conninfo(
+        "", **{k: v for k, v in params.items() if k != "password"}, passfile=os.devnull
+    )
+    for user in ("postgres", "authenticator", "anon"):
+        with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+            psycopg.connect(conninfo.make_conninfo(without_password, user=user))
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(conninfo.make_conninfo(url, password="not-the-password"))
+    for name in (embedded.SUPERUSER_PASSWORD_FILE, embedded.APP_PASSWORD_FILE):
+        mode = (server.data_dir / name).stat().st_mode
+        assert stat.S_IMODE(mode) == 0o600, f"{name} is {oct(stat.S_IMODE(mode))}"
+    assert not list(server.data_dir.parent.glob("*.password")), "no password left outside the data directory"

@@ -191,9 +191,10 @@ class EmbeddedPostgres:
         )
 
     def _login_url(self, user: str, password: str, database: str) -> str:
-        if self.port is None:
+        port = self.port or self._port_of_running_server()  # a server another process (`db up`) started
+        if port is None:
             raise errors.EmbeddedServerError("the embedded PostgreSQL is not started")
-        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
 
     def _password_file(self, name: str) -> Path:
         return self.data_dir / name
