@@ -37,12 +37,20 @@ def _drop_database(server_url: str, name: str) -> None:
 
 @pytest.fixture(scope="session")
 def embedded_test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedded.EmbeddedPostgres | None]:
-    """The embedded PostgreSQL the run uses when no server URL is given; None when one is."""
+    """The embedded PostgreSQL the run uses when no server URL is given (its app login enabled); None when one is."""
     if os.environ.get("USAGEMETER_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"):
         yield None
         return
     with embedded.EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "pgdata") as server:
-        yield server
+        with db.connect(server.url(), autocommit=True) as conn:
+            migrate.apply_platform_shim(conn)  # roles are cluster-wide: authenticator exists from here on
+            server.enable_app_login(conn)
+        # CLI and benchmark processes find the app login's password as users do: in the environment.
+        os.environ["USAGEMETER_AUTHENTICATOR_PASSWORD"] = server.app_password()
+        try:
+            yield server
+        finally:
+            del os.environ["USAGEMETER_AUTHENTICATOR_PASSWORD"]
 
 
 @pytest.fixture(scope="session")
@@ -54,20 +62,13 @@ def server_url(embedded_test_server: embedded.EmbeddedPostgres | None) -> str:
 
 
 @pytest.fixture(scope="session")
-def template_database(server_url: str, embedded_test_server: embedded.EmbeddedPostgres | None) -> Iterator[str]:
-    """A database migrated once per run; every test clones it.
-
-    On the embedded server, `authenticator` gets the server's password, and the run's environment
-    carries it as USAGEMETER_AUTHENTICATOR_PASSWORD, so CLI processes find the app login as users do.
-    """
+def template_database(server_url: str) -> Iterator[str]:
+    """A database migrated once per run; every test clones it."""
     name = f"um_tpl_{uuid.uuid4().hex[:10]}"
     _create_database(server_url, name)
     try:
         with db.connect(db.with_database(server_url, name), autocommit=True) as conn:
             migrate.migrate(conn)
-            if embedded_test_server is not None:
-                embedded_test_server.enable_app_login(conn)
-                os.environ["USAGEMETER_AUTHENTICATOR_PASSWORD"] = embedded_test_server.app_password()
         yield name
     finally:
         _drop_database(server_url, name)
