@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -112,3 +113,30 @@ def _assert_password_logins_only(url: str, server: embedded.EmbeddedPostgres) ->
         mode = (server.data_dir / name).stat().st_mode
         assert stat.S_IMODE(mode) == 0o600, f"{name} is {oct(stat.S_IMODE(mode))}"
     assert not list(server.data_dir.parent.glob("*.password")), "no password left outside the data directory"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_command_and_the_embedded_server_it_started(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "USAGEMETER_DATABASE_URL")}
+    env["USAGEMETER_DATA_DIR"] = str(tmp_path / "data")
+    server = embedded.EmbeddedPostgres(tmp_path / "data" / "postgres")
+    command = subprocess.Popen(
+        [sys.executable, "-m", "usagemeter", "record", "--file", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert command.stderr is not None
+        started = command.stderr.readline()  # printed once the server is up and migrated, before reading stdin
+        assert "embedded PostgreSQL in" in started, started
+        assert server.is_running()
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=60) == 128 + signal.SIGTERM
+        assert not server.is_running(), "the command's embedded server outlived it"
+    finally:
+        if command.poll() is None:
+            command.kill()
+        server.stop(mode="immediate")
