@@ -38,7 +38,16 @@ def server(url: str | None) -> Iterator[str]:
         tempfile.TemporaryDirectory(prefix="usagemeter-bench-") as scratch,
         embedded.EmbeddedPostgres(Path(scratch) / "pgdata") as pg,
     ):
+        with db.connect(pg.url(), autocommit=True) as conn:
+            migrate.apply_platform_shim(conn)  # roles are cluster-wide: authenticator exists from here on
+            pg.enable_app_login(conn)
+        os.environ["USAGEMETER_AUTHENTICATOR_PASSWORD"] = pg.app_password()
         yield pg.url()
+
+
+def app_url(url: str) -> str:
+    """The app login (`authenticator`) on `url`'s database, as recorders and reports connect in production."""
+    return db.app_url(url, password=os.environ.get("USAGEMETER_AUTHENTICATOR_PASSWORD"))
 
 
 @contextmanager

@@ -154,7 +154,7 @@ def main() -> None:
         tenant_id, user_id = tenant[0], user[0]
         owner.execute("insert into public.tenant_members (tenant_id, user_id) values (%s, %s)", (tenant_id, user_id))
         spool_dir = Path(tempfile.mkdtemp(prefix="usagemeter-bench-spool-"))
-        with Recorder(url, enqueue_options=EnqueueOptions(spool_dir=spool_dir)) as recorder:
+        with Recorder(harness.app_url(url), enqueue_options=EnqueueOptions(spool_dir=spool_dir)) as recorder:
             me = recorder.as_user(user_id)
             phases: list[tuple[str, int, Callable[[], float]]] = [
                 ("copy", args.rows, lambda: copy_rows(owner, tenant_id, user_id, args.rows)),

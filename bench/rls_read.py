@@ -169,7 +169,8 @@ def main() -> None:
         description = harness.server_description(conn)
         console.print(f"loading {args.rows:,} events ({description})")
         scenario = prepare(conn, args.rows)
-        timings = time_queries(conn, scenario, args.repeat)
+        with db.connect_app(harness.app_url(url), autocommit=True) as app:  # as recorders and reports connect
+            timings = time_queries(app, scenario, args.repeat)
 
     console.print(f"{args.rows:,} events, 1000 tenants (Zipf), 5000 users, 10% personal; {description}")
     harness.print_timings("RLS read cost (ms)", list(timings.values()), console)

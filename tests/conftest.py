@@ -52,20 +52,35 @@ def supabase_cluster() -> Iterator[supabase_platform.SupabaseCluster | None]:
 
 
 @pytest.fixture(scope="session")
-def server_url(
+def embedded_test_server(
     tmp_path_factory: pytest.TempPathFactory, supabase_cluster: supabase_platform.SupabaseCluster | None
-) -> Iterator[str]:
-    """URL of a maintenance database on the server under test."""
+) -> Iterator[embedded.EmbeddedPostgres | None]:
+    """The embedded PostgreSQL the run uses when no server is given (its app login enabled); None otherwise."""
+    if supabase_cluster is not None or os.environ.get("USAGEMETER_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL"):
+        yield None
+        return
+    with embedded.EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "pgdata") as server:
+        with db.connect(server.url(), autocommit=True) as conn:
+            migrate.apply_platform_shim(conn)  # roles are cluster-wide: authenticator exists from here on
+            server.enable_app_login(conn)
+        # CLI and benchmark processes find the app login's password as users do: in the environment.
+        os.environ["USAGEMETER_AUTHENTICATOR_PASSWORD"] = server.app_password()
+        try:
+            yield server
+        finally:
+            del os.environ["USAGEMETER_AUTHENTICATOR_PASSWORD"]
+
+
+@pytest.fixture(scope="session")
+def server_url(
+    embedded_test_server: embedded.EmbeddedPostgres | None, supabase_cluster: supabase_platform.SupabaseCluster | None
+) -> str:
+    """URL of a maintenance database on the server under test, as its admin (Supabase's `postgres` there)."""
     if supabase_cluster is not None:
-        yield supabase_cluster.url("postgres")
-        return
-    given = os.environ.get("USAGEMETER_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    if given:
-        yield given
-        return
-    server = embedded.EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "pgdata")
-    with server:
-        yield server.url()
+        return supabase_cluster.url("postgres")
+    if embedded_test_server is not None:
+        return embedded_test_server.url()
+    return os.environ.get("USAGEMETER_TEST_DATABASE_URL") or os.environ["DATABASE_URL"]
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +99,13 @@ def template_database(server_url: str, supabase_cluster: supabase_platform.Supab
         yield name
     finally:
         _drop_database(server_url, name)
+
+
+def authenticator_password_of(server: embedded.EmbeddedPostgres | None) -> str | None:
+    """The app login's password: the embedded server's own, none on a trust server given by URL."""
+    if server is None:
+        return os.environ.get("USAGEMETER_AUTHENTICATOR_PASSWORD")
+    return server.app_password()
 
 
 @pytest.fixture
@@ -125,6 +147,12 @@ def owner(
     with db.connect(conninfo.make_conninfo(database_url, user="authenticator"), autocommit=True) as conn:
         conn.execute(pgsql.SQL("set role {}").format(pgsql.Identifier(supabase_platform.ARRANGING_ROLE)))
         yield conn
+
+
+@pytest.fixture
+def app_database_url(database_url: str, embedded_test_server: embedded.EmbeddedPostgres | None) -> str:
+    """The same database as `database_url`, logged in as `authenticator`: what recorders and reports use."""
+    return db.app_url(database_url, password=authenticator_password_of(embedded_test_server))
 
 
 @pytest.fixture(scope="session")

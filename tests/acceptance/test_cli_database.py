@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import conninfo
 
 from usagemeter.ops import embedded, migrate
 
@@ -82,6 +85,9 @@ def test_embedded_default_migrates_and_stops_then_up_and_down(tmp_path: Path) ->
         with psycopg.connect(url) as conn:
             row = conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()
         assert row == (len(migrate.discover_migrations()),)
+        with psycopg.connect(server.app_url()) as conn:
+            assert conn.execute("select current_user").fetchone() == ("authenticator",)
+        _assert_password_logins_only(url, server)
         status = usagemeter("db", "status", env=env)
         assert status.returncode == 0
         assert server.is_running(), "a command that reused a running server leaves it running"
@@ -89,3 +95,48 @@ def test_embedded_default_migrates_and_stops_then_up_and_down(tmp_path: Path) ->
         down = usagemeter("db", "down", env=env)
     assert down.returncode == 0
     assert not server.is_running()
+
+
+def _assert_password_logins_only(url: str, server: embedded.EmbeddedPostgres) -> None:
+    """The server `db up` leaves running takes no login without its password, and the passwords are private."""
+    params = conninfo.conninfo_to_dict(url)
+    assert params.get("password"), "the printed URL carries the password"
+    without_password = conninfo.make_conninfo(
+        "", **{k: v for k, v in params.items() if k != "password"}, passfile=os.devnull
+    )
+    for user in ("postgres", "authenticator", "anon"):
+        with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+            psycopg.connect(conninfo.make_conninfo(without_password, user=user))
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(conninfo.make_conninfo(url, password="not-the-password"))
+    for name in (embedded.SUPERUSER_PASSWORD_FILE, embedded.APP_PASSWORD_FILE):
+        mode = (server.data_dir / name).stat().st_mode
+        assert stat.S_IMODE(mode) == 0o600, f"{name} is {oct(stat.S_IMODE(mode))}"
+    assert not list(server.data_dir.parent.glob("*.password")), "no password left outside the data directory"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_command_and_the_embedded_server_it_started(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "USAGEMETER_DATABASE_URL")}
+    env["USAGEMETER_DATA_DIR"] = str(tmp_path / "data")
+    server = embedded.EmbeddedPostgres(tmp_path / "data" / "postgres")
+    command = subprocess.Popen(
+        [sys.executable, "-m", "usagemeter", "record", "--file", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert command.stderr is not None
+        started = command.stderr.readline()  # printed once the server is up and migrated, before reading stdin
+        assert "embedded PostgreSQL in" in started, started
+        assert server.is_running()
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=60) == 128 + signal.SIGTERM
+        assert not server.is_running(), "the command's embedded server outlived it"
+    finally:
+        if command.poll() is None:
+            command.kill()
+        server.stop(mode="immediate")

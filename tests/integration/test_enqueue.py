@@ -32,10 +32,10 @@ def unreachable_url() -> str:
 
 
 def test_enqueued_events_are_written_and_counted(
-    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
+    app_database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     tenant = factories.add_tenant(owner)
-    with Recorder(database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as recorder:
+    with Recorder(app_database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as recorder:
         for i in range(2500):
             recorder.enqueue(action="chat:message:send", user_id=None, tenant_id=tenant, tokens_input=i)
         assert recorder.flush(timeout=60)
@@ -47,18 +47,18 @@ def test_enqueued_events_are_written_and_counted(
     )
 
 
-def test_invalid_events_are_refused_at_once(database_url: str, tmp_path: Path) -> None:
-    with Recorder(database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as recorder:
+def test_invalid_events_are_refused_at_once(app_database_url: str, tmp_path: Path) -> None:
+    with Recorder(app_database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as recorder:
         with pytest.raises(errors.InvalidEvent, match="tokens_output"):
             recorder.enqueue(action="a:b:c", user_id=uuid.uuid4(), tokens_output=-1)
         assert recorder.counters.queued == 0
 
 
 def test_refused_events_are_counted_and_kept_not_dropped(
-    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
+    app_database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     tenant, alice = factories.add_tenant(owner), factories.add_user(owner)
-    with Recorder(database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as recorder:
+    with Recorder(app_database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as recorder:
         me = recorder.as_user(alice)
         me.enqueue(action="a:b:c", user_id=None)
         me.enqueue(action="a:b:c", user_id=None, tenant_id=tenant)  # not a member: refused by RLS
@@ -105,6 +105,7 @@ def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[embed
     try:
         with db.connect(server.url(), autocommit=True) as conn:
             migrate.migrate(conn)
+            server.enable_app_login(conn)
         yield server
     finally:
         server.stop(mode="immediate")
@@ -119,7 +120,7 @@ def test_a_database_restart_mid_stream_loses_and_doubles_nothing(
     options = EnqueueOptions(spool_dir=tmp_path / "spool", write_policy=FAST_FAIL)
     with db.connect(own_server.url(), autocommit=True) as conn:
         user = factories.add_user(conn)
-    with Recorder(own_server.url(), enqueue_options=options) as recorder:
+    with Recorder(own_server.app_url(), enqueue_options=options) as recorder:
         restarted = threading.Event()
 
         def restart_in_the_middle() -> None:
@@ -166,7 +167,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 @pytest.mark.slow
 def test_events_spooled_before_sigkill_are_replayed_exactly_once(
-    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
+    app_database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     user = factories.add_user(owner)
     spool_dir = tmp_path / "spool"
@@ -182,14 +183,14 @@ def test_events_spooled_before_sigkill_are_replayed_exactly_once(
     assert spooled.count(b"\n") == 500
     killed_at = time.time()
 
-    with Recorder(database_url, enqueue_options=EnqueueOptions(spool_dir=spool_dir)) as recorder:
+    with Recorder(app_database_url, enqueue_options=EnqueueOptions(spool_dir=spool_dir)) as recorder:
         assert recorder.flush(timeout=60)
         assert recorder.counters.replayed == 500
     assert (spool_dir / "spool.jsonl").read_bytes() == b""
 
     # A crash in the middle of that replay would leave the spool as it was: replaying it again adds nothing.
     (spool_dir / "spool.jsonl").write_bytes(spooled)
-    with Recorder(database_url, enqueue_options=EnqueueOptions(spool_dir=spool_dir)) as recorder:
+    with Recorder(app_database_url, enqueue_options=EnqueueOptions(spool_dir=spool_dir)) as recorder:
         assert recorder.flush(timeout=60)
     row = owner.execute(
         "select count(*), count(distinct tokens_input), max(extract(epoch from created_at)) from public.usage_events"
@@ -199,11 +200,11 @@ def test_events_spooled_before_sigkill_are_replayed_exactly_once(
     assert float(row[2]) < killed_at, "events keep the time they were enqueued, not the replay time"
 
 
-def test_one_spool_directory_has_one_owner(database_url: str, tmp_path: Path) -> None:
+def test_one_spool_directory_has_one_owner(app_database_url: str, tmp_path: Path) -> None:
     options = EnqueueOptions(spool_dir=tmp_path)
     with (
-        Recorder(database_url, enqueue_options=options) as first,
-        Recorder(database_url, enqueue_options=options) as second,
+        Recorder(app_database_url, enqueue_options=options) as first,
+        Recorder(app_database_url, enqueue_options=options) as second,
     ):
         first.enqueue(action="a:b:c", user_id=uuid.uuid4())
         with pytest.raises(errors.ConfigurationError, match="in use by another recorder"):

@@ -19,8 +19,8 @@ from usagemeter.recording.recorder import AsyncRecorder, EnqueueOptions, Recorde
 
 
 @pytest.fixture
-def recorder(database_url: str) -> Iterator[Recorder]:
-    with Recorder(database_url) as rec:
+def recorder(app_database_url: str) -> Iterator[Recorder]:
+    with Recorder(app_database_url) as rec:
         yield rec
 
 
@@ -63,7 +63,7 @@ def test_a_user_records_only_as_themselves(
 
 
 def test_idempotent_retry_returns_the_original_and_a_changed_payload_conflicts(
-    database_url: str, recorder: Recorder, owner: psycopg.Connection[Any], world: dict[str, uuid.UUID]
+    app_database_url: str, recorder: Recorder, owner: psycopg.Connection[Any], world: dict[str, uuid.UUID]
 ) -> None:
     event: dict[str, Any] = {
         "action": "agency:proposal:generate",
@@ -76,7 +76,7 @@ def test_idempotent_retry_returns_the_original_and_a_changed_payload_conflicts(
     first = recorder.record(**event)
     again = recorder.record(**event)
     assert (again.id, again.created_at, again.duplicate) == (first.id, first.created_at, True)
-    with Recorder(database_url) as restarted:  # keys live in the database: a new process sees them
+    with Recorder(app_database_url) as restarted:  # keys live in the database: a new process sees them
         assert restarted.record(**event).id == first.id
     with pytest.raises(errors.IdempotencyConflict, match="req-1") as raised:
         recorder.record(**{**event, "tokens_input": 11})
@@ -85,9 +85,9 @@ def test_idempotent_retry_returns_the_original_and_a_changed_payload_conflicts(
 
 
 def test_racing_callers_with_one_key_store_exactly_one_row(
-    database_url: str, owner: psycopg.Connection[Any], world: dict[str, uuid.UUID]
+    app_database_url: str, owner: psycopg.Connection[Any], world: dict[str, uuid.UUID]
 ) -> None:
-    recorders = [Recorder(database_url, pool_size=1) for _ in range(6)]
+    recorders = [Recorder(app_database_url, pool_size=1) for _ in range(6)]
     barrier = threading.Barrier(len(recorders))
     results: list[Any] = []
 
@@ -225,10 +225,10 @@ def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(
 
 
 def test_async_face_records_batches_and_enqueues(
-    database_url: str, owner: psycopg.Connection[Any], world: dict[str, uuid.UUID], tmp_path: Path
+    app_database_url: str, owner: psycopg.Connection[Any], world: dict[str, uuid.UUID], tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with AsyncRecorder(database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as rec:
+        async with AsyncRecorder(app_database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as rec:
             alice = rec.as_user(world["alice"])
             results = await asyncio.gather(
                 *(alice.record(action="chat:message:send", user_id=None, tenant_id=world["tenant"]) for _ in range(50))

@@ -79,11 +79,11 @@ def test_rollup_rows_follow_the_same_visibility(owner: psycopg.Connection[Any]) 
 
 
 def test_summaries_use_the_rollup_and_add_partial_hours_from_raw_events(
-    database_url: str, owner: psycopg.Connection[Any]
+    app_database_url: str, owner: psycopg.Connection[Any]
 ) -> None:
     tenant, alice = factories.add_tenant(owner), factories.add_user(owner)
     factories.add_member(owner, tenant, alice)
-    with Recorder(database_url) as recorder:  # late events, as a backfill would write them
+    with Recorder(app_database_url) as recorder:  # late events, as a backfill would write them
         recorder.record_many(
             [
                 {
@@ -134,11 +134,11 @@ def test_the_coarsest_exact_source_is_chosen(bucket: summaries.Bucket | None, tz
 @pytest.mark.parametrize("scope", ["all", "tenant"])
 @pytest.mark.parametrize("bucket", [None, "day", "week"])
 def test_daily_rollup_summaries_equal_raw_ones(
-    database_url: str, owner: psycopg.Connection[Any], bucket: summaries.Bucket | None, scope: filters.Scope
+    app_database_url: str, owner: psycopg.Connection[Any], bucket: summaries.Bucket | None, scope: filters.Scope
 ) -> None:
     tenant, alice = factories.add_tenant(owner), factories.add_user(owner)
     factories.add_member(owner, tenant, alice)
-    with Recorder(database_url) as recorder:
+    with Recorder(app_database_url) as recorder:
         recorder.record_many(
             [
                 {

@@ -150,13 +150,20 @@ def test_bare_cluster_gets_roles_auth_and_schema(bin_dir: Path | None) -> None:
             assert len(migrate.migrate(conn)) == len(migrate.discover_migrations())
             roles = conn.execute(
                 "select rolname, rolcanlogin, rolinherit, rolbypassrls from pg_roles"
-                " where rolname in ('anon', 'authenticated', 'service_role') order by 1"
+                " where rolname in ('anon', 'authenticated', 'service_role', 'authenticator') order by 1"
             ).fetchall()
             assert roles == [
                 ("anon", False, False, False),
                 ("authenticated", False, False, False),
+                ("authenticator", True, False, False),
                 ("service_role", False, False, True),
             ]
+            granted = conn.execute(
+                "select array_agg(r.rolname order by r.rolname) from pg_auth_members m"
+                " join pg_roles r on r.oid = m.roleid join pg_roles a on a.oid = m.member"
+                " where a.rolname = 'authenticator'"
+            ).fetchone()
+            assert granted == (["anon", "authenticated", "service_role"],)
             user = uuid.uuid4()
             conn.execute("insert into auth.users (id) values (%s)", (user,))
             with acting_as(conn, Identity.user(user, email="a@example.test")):
@@ -165,3 +172,18 @@ def test_bare_cluster_gets_roles_auth_and_schema(bin_dir: Path | None) -> None:
             assert migrate.migrate(conn) == []
     finally:
         shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def test_an_authenticator_left_nologin_by_an_earlier_shim_can_log_in_after_migrating(tmp_path: Path) -> None:
+    data_dir = tmp_path / "earlier"
+    try:
+        with (
+            embedded.EmbeddedPostgres(data_dir) as server,
+            db.connect(server.url(), autocommit=True) as conn,
+        ):
+            conn.execute("create role authenticator nologin noinherit")
+            migrate.migrate(conn)
+            row = conn.execute("select rolcanlogin, rolinherit from pg_roles where rolname = 'authenticator'")
+            assert row.fetchone() == (True, False)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

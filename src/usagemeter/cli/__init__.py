@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from usagemeter.cli import database, recording, reporting
+from usagemeter.cli import common, database, recording, reporting
 
 app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
+
+
+@app.callback()
+def _command_line() -> None:
+    """Record and report AI usage per tenant on PostgreSQL, isolated by RLS."""
+    common.command_line.set(True)  # what runs next is a command, not library use
+
+
 app.add_typer(database.db_app, name="db")
 app.command("gen-types")(database.gen_types)
 app.command("record")(recording.record)

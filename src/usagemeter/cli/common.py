@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from types import FrameType
 from typing import Annotated, NoReturn
 
@@ -35,13 +38,29 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _stop_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so context managers stop the embedded server cleanly."""
+# Set by the `usagemeter` command line before any command runs; unset when usagemeter is a library.
+command_line: ContextVar[bool] = ContextVar("usagemeter_command_line", default=False)
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While a CLI command runs: SIGTERM becomes SystemExit, so context managers stop the embedded server cleanly.
+
+    Installed only by the command line (never for library use), on the main thread, and the
+    previous handler is put back when the block ends.
+    """
+    if not command_line.get() or threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         sys.exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def embedded_server() -> embedded.EmbeddedPostgres:
@@ -55,23 +74,58 @@ def safe_url(url: str) -> str:
     return conninfo.make_conninfo("", **params)
 
 
+@dataclass(frozen=True)
+class Logins:
+    """One database's two logins: the owner's for migrations and upkeep, the app's (authenticator) for the rest."""
+
+    admin: str
+    app: str
+
+
+def prepare_embedded(server: embedded.EmbeddedPostgres) -> list[migrate.Migration]:
+    """Migrate the embedded server's database and let `authenticator` log in with the server's password."""
+    with db.connect(server.url(), autocommit=True) as conn:
+        applied = migrate.migrate(conn)
+        server.enable_app_login(conn)
+    return applied
+
+
 @contextmanager
-def database(url: str | None) -> Iterator[str]:
-    """The database to use: the given URL, the environment's, or a migrated embedded PostgreSQL."""
-    url = url or settings.Settings().database_url
+def logins(url: str | None) -> Iterator[Logins]:
+    """Both logins of the database to use: from `url` (the admin URL), the environment, or the embedded server.
+
+    From an admin URL, the app login is the same server and database as `authenticator`, with
+    $USAGEMETER_AUTHENTICATOR_PASSWORD; without `url`, $USAGEMETER_APP_DATABASE_URL wins.
+    """
+    config = settings.Settings()
     if url:
-        yield url
+        yield Logins(admin=url, app=config.app_url_for(url))
         return
-    _stop_on_sigterm()
-    with embedded_server() as server:
-        with db.connect(server.url(), autocommit=True) as conn:
-            applied = migrate.migrate(conn)
+    if config.database_url:
+        yield Logins(admin=config.database_url, app=config.app_database_url or config.app_url_for(config.database_url))
+        return
+    with _sigterm_exits(), embedded_server() as server:
+        applied = prepare_embedded(server)
         err.print(
             f"embedded PostgreSQL in {server.data_dir}"
             + (f"; applied {len(applied)} migration(s) on start" if applied else ""),
             highlight=False,
         )
-        yield server.url()
+        yield Logins(admin=server.url(), app=server.app_url())
+
+
+@contextmanager
+def database(url: str | None) -> Iterator[str]:
+    """The admin URL of the database to use: for migrations, status, type generation and rollup upkeep."""
+    with logins(url) as found:
+        yield found.admin
+
+
+@contextmanager
+def app_database(url: str | None) -> Iterator[str]:
+    """The app login's URL of the database to use: recording and reports run as `authenticator`."""
+    with logins(url) as found:
+        yield found.app
 
 
 @contextmanager

@@ -11,8 +11,17 @@ import typer
 from rich.table import Table
 
 from usagemeter import db
-from usagemeter.cli.common import DatabaseUrlOption, database, embedded_server, err, out, reported_errors, safe_url
-from usagemeter.ops import migrate, typegen
+from usagemeter.cli.common import (
+    DatabaseUrlOption,
+    database,
+    embedded_server,
+    err,
+    out,
+    prepare_embedded,
+    reported_errors,
+    safe_url,
+)
+from usagemeter.ops import embedded, migrate, typegen
 
 db_app = typer.Typer(help="Migrate, inspect, start and stop the database.", no_args_is_help=True)
 
@@ -55,13 +64,21 @@ def db_status(database_url: DatabaseUrlOption = None) -> None:
 
 @db_app.command("up")
 def db_up() -> None:
-    """Start the embedded PostgreSQL (if not running), migrate it, print its URL and leave it running."""
+    """Start the embedded PostgreSQL (if not running), migrate it, print its URL and leave it running.
+
+    The URL carries the superuser's generated password (kept 0600 in the data directory): the
+    server takes no login without one.
+    """
     server = embedded_server()
     with reported_errors():
         url = server.start()
-        with db.connect(url, autocommit=True) as conn:
-            migrate.migrate(conn)
-    err.print(f"embedded PostgreSQL running in {server.data_dir}; stop it with `usagemeter db down`")
+        prepare_embedded(server)
+    err.print(
+        f"embedded PostgreSQL running in {server.data_dir}, password logins only; the URL below is the "
+        f"superuser's (for migrations), the app login's password is in {server.data_dir}/"
+        f"{embedded.APP_PASSWORD_FILE}; stop it with `usagemeter db down`",
+        highlight=False,
+    )
     out.print(url, highlight=False, soft_wrap=True)
 
 

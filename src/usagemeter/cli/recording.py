@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
-from usagemeter.cli.common import DatabaseUrlOption, database, err, fail, reported_errors
+from usagemeter.cli.common import DatabaseUrlOption, app_database, err, fail, reported_errors
 from usagemeter.recording import importing
 from usagemeter.recording import recorder as recorder_module
 
@@ -91,7 +91,7 @@ def record(
         refused += outcome.error is not None
         print(outcome.as_json(), flush=True)
 
-    with reported_errors(), database(database_url) as url, recorder_module.Recorder(url) as root:
+    with reported_errors(), app_database(database_url) as url, recorder_module.Recorder(url) as root:
         writer_face = root.as_user(as_user) if as_user else root
         write = importing.record_lines_strictly if strict else importing.record_lines_leniently
         if file is None:

@@ -16,7 +16,7 @@ import typer
 from rich.progress import Progress, TextColumn
 
 from usagemeter import db
-from usagemeter.cli.common import DatabaseUrlOption, database, err, fail, out, reported_errors
+from usagemeter.cli.common import DatabaseUrlOption, app_database, database, err, fail, out, reported_errors
 from usagemeter.reporting import exporting, filters, rendering, report_sql, rollup_check, summaries
 
 
@@ -82,7 +82,7 @@ def report(
     except filters.ReportError as failure:
         fail(str(failure).replace("group_by", "--by"), code=2)
     identity = db.Identity.user(as_user) if as_user else db.Identity.service()
-    with reported_errors(), database(database_url) as url, db.connect(url) as conn:
+    with reported_errors(), app_database(database_url) as url, db.connect_app(url) as conn:
         rows = summaries.summarize(conn, identity, query)
     key_names = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by] + (["bucket"] if bucket else [])
     if output == "json":
@@ -155,8 +155,8 @@ def export(
     fmt: exporting.ExportFormat = output_format  # type: ignore[assignment]  # checked above
     with (
         reported_errors(),
-        database(database_url) as url,
-        db.connect(url) as conn,
+        app_database(database_url) as url,
+        db.connect_app(url) as conn,
         output.open("wb") if output else nullcontext(sys.stdout.buffer) as sink,
         _row_counter(output is not None and sys.stderr.isatty()) as progress,
     ):

@@ -18,3 +18,19 @@ select current_setting('role'), coalesce(current_setting('request.jwt.claims', t
 -- Back to the role, claims and statement timeout read by current_request_identity.
 select set_config('role', %(role)s, true), set_config('request.jwt.claims', %(claims)s, true),
        set_config('statement_timeout', %(timeout)s, true)
+
+-- login_role_reach --
+-- What the session's login role could do without taking on a request identity: whether it is (or can
+-- become) a superuser, whether it bypasses RLS itself, and which owners of relations in schema public it
+-- can act as (owners bypass RLS). An app login must answer false, false, NULL.
+select session_user::text,
+       r.rolsuper or exists (select 1 from pg_catalog.pg_roles s
+                             where s.rolsuper and pg_catalog.pg_has_role(session_user, s.oid, 'MEMBER')),
+       r.rolbypassrls,
+       (select string_agg(distinct o.rolname, ', ')
+          from pg_catalog.pg_class c
+          join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+          join pg_catalog.pg_roles o on o.oid = c.relowner
+         where n.nspname = 'public' and pg_catalog.pg_has_role(session_user, c.relowner, 'MEMBER'))
+  from pg_catalog.pg_roles r
+ where r.rolname = session_user

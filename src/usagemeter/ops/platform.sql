@@ -15,7 +15,7 @@ begin
       ('anon', 'nologin noinherit'),
       ('authenticated', 'nologin noinherit'),
       ('service_role', 'nologin noinherit bypassrls'),
-      ('authenticator', 'nologin noinherit')
+      ('authenticator', 'login noinherit')
     ) as r(name, options)
   loop
     if not exists (select 1 from pg_catalog.pg_roles where rolname = wanted.name) then
@@ -33,6 +33,16 @@ begin
       end;
     end if;
   end loop;
+end
+$shim$;
+
+-- The login the API layer and usagemeter's pools connect as: LOGIN, as on Supabase. Shims of earlier
+-- usagemeter versions created it NOLOGIN; on Supabase it can always log in, so this changes nothing there.
+do $shim$
+begin
+  if exists (select 1 from pg_catalog.pg_roles where rolname = 'authenticator' and not rolcanlogin) then
+    alter role authenticator login;
+  end if;
 end
 $shim$;
 

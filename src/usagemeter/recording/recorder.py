@@ -30,7 +30,7 @@ import psycopg
 import pydantic
 from psycopg_pool import ConnectionPool
 
-from usagemeter import errors, settings
+from usagemeter import db, errors, settings
 from usagemeter.db import Identity, retry
 from usagemeter.recording import enqueuer, group_commit, spool, writer
 from usagemeter.recording.event import EventFields, UsageEvent
@@ -102,15 +102,7 @@ class _Engine:
         self._enqueuer: enqueuer.Enqueuer | None = None
         self._enqueuer_lock = threading.Lock()
         self.policy = policy
-        self.pool: ConnectionPool[Any] = ConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"autocommit": True, "application_name": "usagemeter"},
-            timeout=5.0,
-            name="usagemeter",
-            open=True,
-        )
+        self.pool: ConnectionPool[Any] = db.app_pool(database_url, max_size=pool_size, timeout=5.0)
         self.committer = group_commit.GroupCommitter(self.pool, policy=policy, max_batch=max_batch)
         if self._spool_dir().joinpath("spool.jsonl").exists():
             self.get_enqueuer()  # events left by an earlier process: replay them now
@@ -153,7 +145,10 @@ class Recorder:
     Parameters
     ----------
     database_url:
-        PostgreSQL URL; default $USAGEMETER_DATABASE_URL, then $DATABASE_URL.
+        PostgreSQL URL of the app login `authenticator` (one that owns nothing: a superuser, BYPASSRLS or
+        owner login raises ConfigurationError); default $USAGEMETER_APP_DATABASE_URL, else
+        $USAGEMETER_DATABASE_URL (or $DATABASE_URL) with its user switched to `authenticator` and
+        $USAGEMETER_AUTHENTICATOR_PASSWORD.
     pool_size:
         Connections shared by record_many and the group-commit writer.
     retry_policy:
@@ -173,9 +168,11 @@ class Recorder:
         max_batch: int = 1000,
         enqueue_options: EnqueueOptions | None = None,
     ) -> None:
-        url = database_url or settings.Settings().database_url
+        url = database_url or settings.Settings().app_database_url
         if not url:
-            raise errors.ConfigurationError("no database: pass database_url or set USAGEMETER_DATABASE_URL")
+            raise errors.ConfigurationError(
+                "no database: pass database_url or set USAGEMETER_APP_DATABASE_URL (or USAGEMETER_DATABASE_URL)"
+            )
         self._engine = _Engine(
             url,
             pool_size=pool_size,
