@@ -75,7 +75,7 @@ class EnqueueOptions:
 
 
 def default_spool_dir(database_url: str) -> Path:
-    """One spool per database under the data directory, so two databases never share one."""
+    """One spool directory per database under the data directory (each process spools in its own subdirectory)."""
     digest = hashlib.sha256(database_url.encode("utf-8")).hexdigest()[:16]
     return settings.Settings().data_dir / "spool" / digest
 
@@ -112,8 +112,8 @@ class _Engine:
             open=True,
         )
         self.committer = group_commit.GroupCommitter(self.pool, policy=policy, max_batch=max_batch)
-        if self._spool_dir().joinpath("spool.jsonl").exists():
-            self.get_enqueuer()  # events left by an earlier process: replay them now
+        if spool.has_leftovers(self._spool_dir()):
+            self.get_enqueuer()  # events left by processes that ended: replay them now
 
     def _spool_dir(self) -> Path:
         return self.enqueue_options.spool_dir or default_spool_dir(self.database_url)
