@@ -69,7 +69,8 @@ def is_systemic(failure: BaseException) -> bool:
     return isinstance(failure, psycopg.Error) and isinstance(sqlstate, str) and sqlstate[:2] in _SYSTEMIC_CLASSES
 
 
-def _reason(failure: BaseException) -> str:
+def describe_failure(failure: BaseException) -> str:
+    """Why an event was not written, for rejected.jsonl and import error lines."""
     if isinstance(failure, errors.UsagemeterError):
         return str(failure).removeprefix("event 0: ")
     if isinstance(failure, psycopg.Error) and failure.diag.message_primary:
@@ -306,7 +307,7 @@ class Enqueuer:
             if is_systemic(failure):
                 return list(records)
             if len(records) == 1:
-                self._reject(records[0], _reason(failure))
+                self._reject(records[0], describe_failure(failure))
                 return []
             middle = len(records) // 2
             left = self._settle(records[:middle], replaying=replaying)
@@ -318,7 +319,7 @@ class Enqueuer:
             if isinstance(outcome, writer.Recorded):
                 written += 1
             else:
-                self._reject(record, _reason(outcome))
+                self._reject(record, describe_failure(outcome))
         if replaying:
             self.counters.replayed += written
         else:
