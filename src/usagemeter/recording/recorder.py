@@ -63,7 +63,10 @@ def validate_events(items: Iterable[UsageEvent | Mapping[str, Any]], *, offset: 
 
 @dataclass(frozen=True)
 class EnqueueOptions:
-    """Fire-and-forget settings: where the spool lives and what happens when buffer and spool are full."""
+    """Fire-and-forget settings: where the spool lives and what happens when buffer and spool are full.
+
+    Processes may share `spool_dir` (each spools in its own subdirectory); `max_spool_bytes` is per process.
+    """
 
     spool_dir: Path | None = None
     max_buffer: int = 100_000
