@@ -39,12 +39,15 @@ def spool_line(user: uuid.UUID, tokens: int, **event: Any) -> str:
     return json.dumps(record, separators=(",", ":"))
 
 
-def dead_process_spool(spool_dir: Path, content: bytes) -> Path:
-    """A spool left by a process that ended (nobody holds its lock)."""
-    directory = spool_dir / "4242-deadbeef"
-    directory.mkdir(parents=True)
+def dead_process_spool(spool_dir: Path, content: bytes, *, layout: str = "per-process") -> Path:
+    """A spool left by a process that ended (nobody holds its lock); "legacy": the one-file layout before."""
+    directory = spool_dir / "4242-deadbeef" if layout == "per-process" else spool_dir
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / "spool.jsonl").write_bytes(content)
     return directory
+
+
+LAYOUTS = pytest.mark.parametrize("layout", ["per-process", "legacy"])
 
 
 def rejected(spool_dir: Path) -> list[dict[str, Any]]:
@@ -56,8 +59,9 @@ def stored_tokens(owner: psycopg.Connection[Any]) -> list[int]:
     return [row[0] for row in owner.execute("select tokens_input from public.usage_events order by tokens_input")]
 
 
+@LAYOUTS
 def test_a_poisoned_spool_is_replayed_around_its_bad_lines(
-    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
+    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path, layout: str
 ) -> None:
     user = factories.add_user(owner)
     torn = spool_line(user, 900)[:45]
@@ -67,9 +71,10 @@ def test_a_poisoned_spool_is_replayed_around_its_bad_lines(
         torn + spool_line(user, 2),  # a write cut short, then a later append glued to it
         spool_line(user, 901, idempotency_key="req-\udc80"),  # valid JSON, but not encodable as UTF-8
         "[" * 5000 + "]" * 5000,  # deeper than the JSON parser goes
+        spool_line(user, 902).replace("service_role", "postgres"),  # a role the pool must never switch to
         spool_line(user, 3),
     ]
-    dead_process_spool(tmp_path, ("\n".join(lines) + "\n").encode("ascii"))
+    dead_process_spool(tmp_path, ("\n".join(lines) + "\n").encode("ascii"), layout=layout)
     with Recorder(database_url, enqueue_options=EnqueueOptions(spool_dir=tmp_path)) as recorder:
         assert recorder.flush(timeout=60)
         for i in range(300):
@@ -77,19 +82,22 @@ def test_a_poisoned_spool_is_replayed_around_its_bad_lines(
         assert recorder.flush(timeout=60)
         counters = recorder.counters
     assert stored_tokens(owner) == [1, 2, 3, *range(1000, 1300)]
-    assert (counters.replayed, counters.written, counters.rejected) == (3, 300, 4)
+    assert (counters.replayed, counters.written, counters.rejected) == (3, 300, 5)
     kept = rejected(tmp_path)
-    assert len(kept) == 4
+    assert len(kept) == 5
     unreadable = {entry["line"][:20]: entry["reason"] for entry in kept if "line" in entry}
     assert unreadable == {
         "garbage, not a recor": "not a spool record: JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
         torn[:20]: "torn write (a record cut short, then a later append)",
         "[" * 20: "not a spool record: JSON nested too deeply",
+        '{"role":"postgres","': "not a spool record: ValueError: role must be one of anon, authenticated,"
+        " service_role and claims an object",
     }
     (unwritable,) = [entry for entry in kept if "record" in entry]
     assert unwritable["record"]["event"]["idempotency_key"] == "req-\udc80"
     assert "surrogate" in unwritable["reason"]
     assert spool_files(tmp_path) == []
+    assert not (tmp_path / "spool.jsonl").exists() or (tmp_path / "spool.jsonl").stat().st_size == 0
 
 
 @pytest.fixture
@@ -216,15 +224,16 @@ def test_a_full_disk_holds_events_and_pushes_back_never_drops(
     assert stored_tokens(owner) == list(range(accepted))
 
 
+@LAYOUTS
 def test_replay_memory_does_not_grow_with_the_spool(
-    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
+    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path, layout: str
 ) -> None:
     user = factories.add_user(owner)
     pad = "x" * 900
     count = 20_000
     content = "".join(spool_line(user, i, metadata={"pad": pad}) + "\n" for i in range(count)).encode("ascii")
     assert len(content) > 20_000_000
-    dead_process_spool(tmp_path, content)
+    dead_process_spool(tmp_path, content, layout=layout)
     del content
     tracemalloc.start()
     try:

@@ -42,6 +42,7 @@ LOCK_FILE = ".lock"
 REJECTED_FILE = "rejected.jsonl"
 MAX_LINE_BYTES = 1 << 20  # far above the largest valid record (16 KiB of metadata, escaped)
 _RECORD_START = b'{"role":'
+ROLES = ("anon", "authenticated", "service_role")  # what the pool's login role may switch to
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,10 @@ class SpooledEvent:
     @classmethod
     def from_line(cls, line: str) -> SpooledEvent:
         record: dict[str, Any] = json.loads(line)
-        identity = Identity(role=record["role"], claims=record["claims"])
+        role, claims = record["role"], record["claims"]
+        if role not in ROLES or not isinstance(claims, dict):
+            raise ValueError(f"role must be one of {', '.join(ROLES)} and claims an object")
+        identity = Identity(role=role, claims=claims)
         event = UsageEvent.model_validate(record["event"])
         return cls(identity, Pending(uuid.UUID(record["id"]), event))
 
