@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from usagemeter.db import Identity
 from usagemeter.recording.event import UsageEvent
@@ -45,9 +45,8 @@ _RECORD_START = b'{"role":'
 ROLES = ("anon", "authenticated", "service_role")  # what the pool's login role may switch to
 
 
-@dataclass(frozen=True)
-class SpooledEvent:
-    """An event waiting for the database, with who writes it and the id it will have."""
+class SpooledEvent(NamedTuple):
+    """An event waiting for the database, with who writes it and the id it will have (a tuple: cheap per event)."""
 
     identity: Identity
     pending: Pending
