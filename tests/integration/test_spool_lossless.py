@@ -23,9 +23,10 @@ import pytest
 from psycopg import sql as pgsql
 
 from tests import factories
+from tests.acceptance.test_cli_database import usagemeter
 from tests.integration.test_enqueue import FAST_FAIL, spool_files, unreachable_url
 from usagemeter import errors
-from usagemeter.recording.recorder import EnqueueOptions, Recorder
+from usagemeter.recording.recorder import EnqueueOptions, Recorder, default_spool_dir
 
 
 def spool_line(user: uuid.UUID, tokens: int, **event: Any) -> str:
@@ -376,3 +377,54 @@ def test_a_killed_process_spool_is_replayed_once_by_a_process_sharing_the_direct
         assert later.flush(timeout=30)
         assert later.counters.replayed == 0
     assert factories.count_events(owner) == mine + len(spooled)
+
+
+FLUSH_AND_COUNT = """
+import sys
+from pathlib import Path
+from usagemeter.recording.recorder import EnqueueOptions, Recorder
+with Recorder(sys.argv[1], enqueue_options=EnqueueOptions(spool_dir=Path(sys.argv[2]))) as recorder:
+    assert recorder.flush(timeout=120)
+    print(recorder.counters.replayed, flush=True)
+"""
+
+
+@LAYOUTS
+def test_processes_starting_together_replay_a_dead_process_spool_once(
+    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path, layout: str
+) -> None:
+    user = factories.add_user(owner)
+    content = "".join(spool_line(user, i) + "\n" for i in range(3000)).encode("ascii")
+    dead_process_spool(tmp_path, content, layout=layout)
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", FLUSH_AND_COUNT, database_url, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    replayed = sorted(int(process.communicate(timeout=180)[0]) for process in starters)
+    assert [process.returncode for process in starters] == [0, 0, 0]
+    assert replayed == [0, 0, 3000], "exactly one process claims the spool"
+    assert stored_tokens(owner) == list(range(3000))
+    assert spool_files(tmp_path) == []
+
+
+def test_the_cli_records_while_a_live_process_holds_events_in_the_shared_spool(
+    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = factories.add_user(owner)
+    monkeypatch.setenv("USAGEMETER_DATA_DIR", str(tmp_path))
+    shared = default_spool_dir(database_url)
+    options = EnqueueOptions(spool_dir=shared, write_policy=FAST_FAIL)
+    with Recorder(unreachable_url(), enqueue_options=options) as cut_off:  # a live process with spooled events
+        cut_off.enqueue(action="a:b:c", user_id=user)
+        assert not cut_off.flush(timeout=1)
+        assert cut_off.counters.spooled == 1
+        result = usagemeter(
+            "record", "--database-url", database_url, "--user", str(user), "--action", "a:b:c",
+            env={"USAGEMETER_DATA_DIR": str(tmp_path)},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert factories.count_events(owner) == 1, "the CLI stored its event and left the live spool alone"
+        (spool_file,) = spool_files(shared)
+        assert spool_file.read_bytes().count(b"\n") == 1
