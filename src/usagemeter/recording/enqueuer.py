@@ -40,6 +40,7 @@ log = logging.getLogger("usagemeter.enqueue")
 # internal, and schema errors (a missing table or grant). The events are kept and tried again later.
 _SYSTEMIC_CLASSES = frozenset({"08", "25", "40", "42", "53", "54", "55", "57", "58", "XX"})
 REPLAY_BATCH_BYTES = 4 << 20
+REPLAY_SLICE_S = 1.0
 ADOPT_INTERVAL_S = 10.0
 CLOSE_TIMEOUT_S = 60.0
 
@@ -239,11 +240,11 @@ class Enqueuer:
         return time.monotonic() >= self._next_adoption
 
     def _adopt(self) -> None:
+        self._next_adoption = time.monotonic() + ADOPT_INTERVAL_S  # first: a failing scan waits its turn too
         claimed = self._spool.adopt_orphans()
         if claimed:
             log.info("claimed %d spool(s) left by processes that ended", claimed)
             self._next_replay = 0.0
-        self._next_adoption = time.monotonic() + ADOPT_INTERVAL_S
 
     def _deliver(self) -> None:
         """Write the held events, or spool them; keep them held when neither is possible right now."""
@@ -270,14 +271,23 @@ class Enqueuer:
             time.sleep(min(self._replay_interval_s, 0.1))
 
     def _replay(self) -> None:
-        """Replay spools batch by batch, oldest first; stop at the first batch the database cannot take now."""
+        """Replay spools batch by batch, oldest first, for at most REPLAY_SLICE_S a round.
+
+        Stops at the first batch the database cannot take now. Between slices the flusher moves
+        new events from the buffer to behind the spool, so a long replay does not block callers.
+        """
+        self._next_replay = time.monotonic() + self._replay_interval_s  # first: a failing replay waits its turn too
+        deadline = time.monotonic() + REPLAY_SLICE_S
         for spool_file in self._spool.replayable():
-            if not self._replay_file(spool_file):
-                self._next_replay = time.monotonic() + self._replay_interval_s
+            progress = self._replay_file(spool_file, deadline)
+            if progress == "blocked":
+                return
+            if progress == "more":
+                self._next_replay = 0.0
                 return
         self._spool.release_replayed()
 
-    def _replay_file(self, spool_file: SpoolFile) -> bool:
+    def _replay_file(self, spool_file: SpoolFile, deadline: float) -> Literal["done", "more", "blocked"]:
         for lines in spool_file.batches(max_records=self._max_batch, max_bytes=REPLAY_BATCH_BYTES):
             events = [item for line in lines for item in line.items if isinstance(item, SpooledEvent)]
             unsettled = self._settle(events, replaying=True)
@@ -294,8 +304,10 @@ class Enqueuer:
                         log.warning("unreadable spool line in %s: %s", spool_file.path, item.reason)
             spool_file.mark_replayed(settled_to)
             if unsettled:
-                return False
-        return True
+                return "blocked"
+            if time.monotonic() >= deadline and spool_file.pending():
+                return "more"
+        return "done"
 
     def _settle(self, records: Sequence[SpooledEvent], *, replaying: bool) -> list[SpooledEvent]:
         """Write or reject each record; returns the ones left over (a suffix) when the database cannot take writes."""
