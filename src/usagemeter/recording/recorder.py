@@ -286,7 +286,7 @@ class Recorder:
 
     @property
     def counters(self) -> enqueuer.Counters:
-        """Enqueued events so far: queued, written, spooled, replayed, rejected."""
+        """Enqueued events so far: queued, written, spooled, replayed, rejected, and held (see enqueuer.Counters)."""
         return self._engine.counters
 
     # -- lifecycle -----------------------------------------------------------------------------
