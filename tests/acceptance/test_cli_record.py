@@ -93,3 +93,33 @@ def test_usage_errors_exit_2(database_url: str, tmp_path: Path) -> None:
     assert bad_json.returncode == 2
     missing = usagemeter("record", "--database-url", database_url, "--file", str(tmp_path / "missing.jsonl"))
     assert missing.returncode == 2
+
+
+def test_each_bad_line_gets_its_own_error_and_the_rest_are_stored(
+    database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    alice = factories.add_user(owner)
+    good = json.dumps({"action": "a:b:c", "tokens_input": 1}).encode()  # no user_id: --as-user fills it
+    lines = [
+        good,
+        json.dumps({"action": "a:b:c", "created_at": "2026-01-01T00:00:00Z"}).encode(),  # users cannot backdate
+        b'{"action": "a:b:c", "idempotency_key": "req-\\udc80"}',  # a lone surrogate
+        b'{"action": "a:b:c", "module_id": "caf\xe9"}',  # Latin-1, not UTF-8
+        b"[" * 5000 + b"]" * 5000,  # nested deeper than the parser goes
+        good,
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = usagemeter("record", "--database-url", database_url, "--as-user", str(alice), "--file", str(path))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    by_line = {o["line"]: o for o in outputs(result.stdout)}
+    assert set(by_line) == {1, 2, 3, 4, 5, 6}
+    assert "id" in by_line[1]
+    assert "id" in by_line[6]
+    assert "created_at may only be set by the service role" in by_line[2]["error"]
+    assert "surrogate" in by_line[3]["error"]
+    assert by_line[4]["error"] == "not UTF-8: byte 0xe9 at column 38"
+    assert "nested too deeply" in by_line[5]["error"]
+    rows = owner.execute("select user_id from public.usage_events").fetchall()
+    assert rows == [(alice,), (alice,)]

@@ -31,6 +31,15 @@ def unreachable_url() -> str:
     return f"postgresql://postgres@127.0.0.1:{embedded.free_port()}/postgres?connect_timeout=1"
 
 
+def spool_files(spool_dir: Path) -> list[Path]:
+    """The per-process spool files under a spool directory."""
+    return sorted(spool_dir.glob("*/spool.jsonl"))
+
+
+def spooled_lines(spool_dir: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in spool_files(spool_dir))
+
+
 def test_enqueued_events_are_written_and_counted(
     app_database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -92,9 +101,9 @@ def test_full_buffer_and_spool_raise_backpressure_instead_of_dropping(tmp_path: 
         counters = recorder.counters
         assert counters.queued == accepted
         assert counters.spooled > 0
-        assert len((tmp_path / "spool.jsonl").read_text().splitlines()) == counters.spooled
+        assert spooled_lines(tmp_path) == counters.spooled
     # Closing with the database down spools everything still in memory, over the limit: nothing is lost.
-    assert len((tmp_path / "spool.jsonl").read_text().splitlines()) == accepted
+    assert spooled_lines(tmp_path) == accepted
 
 
 @pytest.fixture(params=server_binaries())
@@ -179,19 +188,23 @@ def test_events_spooled_before_sigkill_are_replayed_exactly_once(
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert child.stdout.strip() == "500"
-    spooled = (spool_dir / "spool.jsonl").read_bytes()
+    (spool_file,) = spool_files(spool_dir)
+    spooled = spool_file.read_bytes()
     assert spooled.count(b"\n") == 500
     killed_at = time.time()
 
     with Recorder(app_database_url, enqueue_options=EnqueueOptions(spool_dir=spool_dir)) as recorder:
         assert recorder.flush(timeout=60)
         assert recorder.counters.replayed == 500
-    assert (spool_dir / "spool.jsonl").read_bytes() == b""
+    assert spool_files(spool_dir) == [], "a replayed spool of a dead process is removed"
 
-    # A crash in the middle of that replay would leave the spool as it was: replaying it again adds nothing.
-    (spool_dir / "spool.jsonl").write_bytes(spooled)
+    # A crash in the middle of that replay, before its progress was saved, leaves the spool as it
+    # was: replaying it again adds nothing.
+    spool_file.parent.mkdir()
+    spool_file.write_bytes(spooled)
     with Recorder(app_database_url, enqueue_options=EnqueueOptions(spool_dir=spool_dir)) as recorder:
         assert recorder.flush(timeout=60)
+        assert recorder.counters.replayed == 500
     row = owner.execute(
         "select count(*), count(distinct tokens_input), max(extract(epoch from created_at)) from public.usage_events"
     ).fetchone()
@@ -200,15 +213,20 @@ def test_events_spooled_before_sigkill_are_replayed_exactly_once(
     assert float(row[2]) < killed_at, "events keep the time they were enqueued, not the replay time"
 
 
-def test_one_spool_directory_has_one_owner(app_database_url: str, tmp_path: Path) -> None:
+def test_recorders_share_a_spool_directory(
+    app_database_url: str, owner: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    user = factories.add_user(owner)
     options = EnqueueOptions(spool_dir=tmp_path)
     with (
         Recorder(app_database_url, enqueue_options=options) as first,
         Recorder(app_database_url, enqueue_options=options) as second,
     ):
-        first.enqueue(action="a:b:c", user_id=uuid.uuid4())
-        with pytest.raises(errors.ConfigurationError, match="in use by another recorder"):
-            second.enqueue(action="a:b:c", user_id=uuid.uuid4())
+        first.enqueue(action="a:b:c", user_id=user)
+        second.enqueue(action="a:b:c", user_id=user)
+        assert first.flush(timeout=30)
+        assert second.flush(timeout=30)
+    assert factories.count_events(owner) == 2
 
 
 EXIT_WITHOUT_CLOSE = """
@@ -232,4 +250,4 @@ def test_events_enqueued_by_a_process_that_never_closes_are_spooled_at_exit(tmp_
         timeout=120,
     )
     assert child.returncode == 0, child.stderr
-    assert (spool_dir / "spool.jsonl").read_text().count("\n") == 50
+    assert spooled_lines(spool_dir) == 50

@@ -48,12 +48,13 @@ def _event_from_flags(
 
 
 @contextmanager
-def _input_lines(file: str) -> Iterator[Iterator[str]]:
+def _input_lines(file: str) -> Iterator[Iterator[bytes]]:
+    """The input as byte lines: a line that is not UTF-8 is that line's error, not the whole run's."""
     if file == "-":
-        yield iter(sys.stdin)
+        yield iter(sys.stdin.buffer)
         return
     try:
-        handle = Path(file).open(encoding="utf-8")  # noqa: SIM115 - closed below, after the lines are consumed
+        handle = Path(file).open("rb")  # noqa: SIM115 - closed below, after the lines are consumed
     except OSError as failure:
         fail(f"cannot read --file {file}: {failure.strerror}", code=2)
     with handle:
@@ -114,7 +115,7 @@ def record(
 
 
 @contextmanager
-def _progress(file: str) -> Iterator[Callable[[str], None]]:
+def _progress(file: str) -> Iterator[Callable[[bytes], None]]:
     """A progress bar on stderr for files read from a terminal session; a no-op otherwise."""
     if file == "-" or not sys.stderr.isatty():
         yield lambda line: None
@@ -122,11 +123,11 @@ def _progress(file: str) -> Iterator[Callable[[str], None]]:
     total = Path(file).stat().st_size
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task(f"recording {Path(file).name}", total=total)
-        yield lambda line: progress.advance(task, len(line.encode("utf-8")))
+        yield lambda line: progress.advance(task, len(line))
         progress.update(task, completed=total)
 
 
-def _counting(lines: Iterator[str], advance: Callable[[str], None]) -> Iterator[str]:
+def _counting(lines: Iterator[bytes], advance: Callable[[bytes], None]) -> Iterator[bytes]:
     for line in lines:
         advance(line)
         yield line

@@ -28,6 +28,7 @@ from typing import Any, TypedDict, Unpack
 
 import psycopg
 import pydantic
+from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
 from usagemeter import db, errors, settings
@@ -63,7 +64,10 @@ def validate_events(items: Iterable[UsageEvent | Mapping[str, Any]], *, offset: 
 
 @dataclass(frozen=True)
 class EnqueueOptions:
-    """Fire-and-forget settings: where the spool lives and what happens when buffer and spool are full."""
+    """Fire-and-forget settings: where the spool lives and what happens when buffer and spool are full.
+
+    Processes may share `spool_dir` (each spools in its own subdirectory); `max_spool_bytes` is per process.
+    """
 
     spool_dir: Path | None = None
     max_buffer: int = 100_000
@@ -75,8 +79,14 @@ class EnqueueOptions:
 
 
 def default_spool_dir(database_url: str) -> Path:
-    """One spool per database under the data directory, so two databases never share one."""
-    digest = hashlib.sha256(database_url.encode("utf-8")).hexdigest()[:16]
+    """One spool directory per database under the data directory (each process spools in its own subdirectory).
+
+    Named by server and database only, not by login or password: the admin and app URLs of one
+    database, or a rotated password, find the same spool.
+    """
+    params = conninfo.conninfo_to_dict(database_url)
+    where = "|".join(str(params.get(key, "")) for key in ("host", "hostaddr", "port", "dbname"))
+    digest = hashlib.sha256(where.encode("utf-8")).hexdigest()[:16]
     return settings.Settings().data_dir / "spool" / digest
 
 
@@ -104,8 +114,8 @@ class _Engine:
         self.policy = policy
         self.pool: ConnectionPool[Any] = db.app_pool(database_url, max_size=pool_size, timeout=5.0)
         self.committer = group_commit.GroupCommitter(self.pool, policy=policy, max_batch=max_batch)
-        if self._spool_dir().joinpath("spool.jsonl").exists():
-            self.get_enqueuer()  # events left by an earlier process: replay them now
+        if spool.has_leftovers(self._spool_dir()):
+            self.get_enqueuer()  # events left by processes that ended: replay them now
 
     def _spool_dir(self) -> Path:
         return self.enqueue_options.spool_dir or default_spool_dir(self.database_url)
@@ -280,7 +290,7 @@ class Recorder:
 
     @property
     def counters(self) -> enqueuer.Counters:
-        """Enqueued events so far: queued, written, spooled, replayed, rejected."""
+        """Enqueued events so far: queued, written, spooled, replayed, rejected, and held (see enqueuer.Counters)."""
         return self._engine.counters
 
     # -- lifecycle -----------------------------------------------------------------------------
