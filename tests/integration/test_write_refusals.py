@@ -21,8 +21,8 @@ from psycopg.types.json import Jsonb
 
 from tests import factories
 from usagemeter import errors
-from usagemeter.db import Identity, retry
-from usagemeter.recording import writer
+from usagemeter.db import Identity, refusals, retry
+from usagemeter.recording import group_commit, writer
 from usagemeter.recording.event import UsageEvent
 from usagemeter.recording.recorder import AsyncRecorder, Recorder
 
@@ -33,6 +33,12 @@ begin
   if new.metadata->>'refuse' = 'yes' then
     raise exception 'budget exceeded' using errcode = 'P0001', hint = 'raise the budget';
   end if;
+  if new.metadata->>'refuse' = 'once' and nextval('public.test_once') = 1 then
+    raise exception 'could not serialize access' using errcode = '40001';
+  end if;
+  if new.metadata->>'refuse' = 'custom' then
+    raise exception 'monthly budget of tenant exceeded' using errcode = 'UB001';
+  end if;
   if new.metadata->>'refuse' = 'limit' then
     perform nextval('public.test_attempts');
     raise exception 'too big to store' using errcode = '54000';
@@ -40,8 +46,16 @@ begin
   return new;
 end $$;
 create sequence public.test_attempts;
+create sequence public.test_once;
 create trigger test_refuse_marked before insert on public.usage_events
   for each row execute function public.test_refuse_marked();
+create function public.test_refuse_at_commit() returns trigger language plpgsql as $$
+begin
+  if new.metadata->>'refuse' = 'at-commit' then raise exception 'refused at commit'; end if;
+  return null;
+end $$;
+create constraint trigger test_refuse_at_commit after insert on public.usage_events
+  deferrable initially deferred for each row execute function public.test_refuse_at_commit();
 """
 
 FAST = retry.RetryPolicy(attempts=3, first_delay_s=0.01, max_delay_s=0.05, connect_timeout_s=2.0)
@@ -297,3 +311,68 @@ def test_a_closed_event_loop_does_not_stop_later_records(
     )
     assert _count(refusing, slow="yes") == 1  # the abandoned event was committed, not lost
     asyncio.run(rec.close())
+
+
+def test_a_transient_failure_is_retried_and_stored_once(
+    recorder: Recorder, refusing: psycopg.Connection[Any], tenant: uuid.UUID
+) -> None:
+    recorded = recorder.record(
+        action="agency:scope:generate", user_id=None, tenant_id=tenant, metadata={"refuse": "once"}
+    )
+    assert recorded.duplicate is False
+    assert _count(refusing, refuse="once") == 1
+    row = refusing.execute("select last_value from public.test_once").fetchone()
+    assert row is not None
+    assert row[0] >= 2  # the first attempt met a serialization failure
+
+
+def test_a_refusal_at_commit_fails_only_its_event(
+    database_url: str, refusing: psycopg.Connection[Any], tenant: uuid.UUID
+) -> None:
+    service = Identity.service()
+    items = [
+        (
+            service,
+            writer.Pending.of(UsageEvent.model_validate(_event(tenant, n=n, refuse="at-commit" if n == 3 else "no"))),
+        )
+        for n in range(10)
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        outcomes = writer.write_groups(conn, items)
+    assert isinstance(outcomes.pop(3), errors.WriteRefused)
+    assert all(isinstance(o, writer.Recorded) for o in outcomes), outcomes
+    assert _count(refusing, refuse="no") == 9
+    assert _count(refusing, refuse="at-commit") == 0
+
+
+def test_an_unknown_sqlstate_fails_its_event_alone_and_can_get_its_own_error(
+    recorder: Recorder, refusing: psycopg.Connection[Any], tenant: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcomes = recorder.record_each([_event(tenant, n=0), _event(tenant, refuse="custom")])
+    assert isinstance(outcomes[0], writer.Recorded)
+    assert isinstance(outcomes[1], errors.EventRejected)
+    assert outcomes[1].sqlstate == "UB001"
+    assert "monthly budget" in str(outcomes[1])
+
+    class BudgetExceeded(errors.EventRejected):
+        pass
+
+    monkeypatch.setattr(refusals, "_REFUSERS", dict(refusals._REFUSERS))
+    refusals.register("UB", lambda failure, index: BudgetExceeded(str(failure.diag.message_primary), index=index))
+    with pytest.raises(BudgetExceeded, match="monthly budget"):
+        recorder.record(action="agency:scope:generate", user_id=None, tenant_id=tenant, metadata={"refuse": "custom"})
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death is the point
+def test_a_writer_thread_that_died_is_replaced(recorder: Recorder, tenant: uuid.UUID) -> None:
+    committer = recorder._engine.committer
+
+    def leave(outcome: object) -> None:
+        raise SystemExit  # not an Exception: it ends the writer thread
+
+    event = UsageEvent.model_validate(_event(tenant, n=0))
+    ticket = committer.submit(group_commit.Ticket(Identity.service(), writer.Pending.of(event), leave))
+    assert isinstance(ticket.wait(30), writer.Recorded)  # settled before its callback ended the thread
+    committer._thread.join(timeout=10)
+    assert not committer._thread.is_alive()
+    assert recorder.record(action="agency:scope:generate", user_id=None, tenant_id=tenant).duplicate is False
