@@ -264,8 +264,11 @@ def _write_one(conn: psycopg.Connection[Any], identity: Identity, pending: Pendi
 
 
 def write_each(conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending]) -> list[Outcome]:
-    """Write events one savepoint each, keeping those the database accepts: for batches of unrelated callers."""
-    return [_write_one(conn, identity, pending, index=index) for index, pending in enumerate(batch)]
+    """Write events one savepoint each, keeping those the database accepts: for batches of unrelated callers.
+
+    Outcomes are in input order; each error is about its event written alone (index 0, "event 0: ...").
+    """
+    return [_write_one(conn, identity, pending, index=0) for pending in batch]
 
 
 def write_groups(conn: psycopg.Connection[Any], items: Sequence[tuple[Identity, Pending]]) -> list[Outcome]:
