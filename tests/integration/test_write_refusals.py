@@ -376,3 +376,37 @@ def test_a_writer_thread_that_died_is_replaced(recorder: Recorder, tenant: uuid.
     committer._thread.join(timeout=10)
     assert not committer._thread.is_alive()
     assert recorder.record(action="agency:scope:generate", user_id=None, tenant_id=tenant).duplicate is False
+
+
+def test_record_racing_close_is_either_stored_or_told_closed(
+    database_url: str, refusing: psycopg.Connection[Any], tenant: uuid.UUID
+) -> None:
+    rec = Recorder(database_url, retry_policy=FAST)
+    outcomes: list[object] = []
+    start = threading.Barrier(21)
+
+    def call(n: int) -> None:
+        start.wait()
+        for m in range(20):
+            try:
+                outcomes.append(
+                    rec.record(
+                        action="agency:scope:generate", user_id=None, tenant_id=tenant, metadata={"n": n * 100 + m}
+                    )
+                )
+            except errors.RecorderClosed as closed:
+                outcomes.append(closed)
+                return
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    time.sleep(0.05)
+    rec.close()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)  # nobody waits for an orphaned event
+    stored = [o for o in outcomes if isinstance(o, writer.Recorded)]
+    assert all(isinstance(o, writer.Recorded | errors.RecorderClosed) for o in outcomes), outcomes
+    assert factories.count_events(refusing) == len(stored)

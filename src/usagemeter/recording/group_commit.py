@@ -59,13 +59,20 @@ class Ticket:
             except Exception:  # the caller is gone (its loop closed); the writer serves the others
                 log.warning("the caller of event %s left before its outcome: %r", self.pending.id, outcome)
 
-    def wait(self, timeout: float) -> writer.Recorded:
-        """The committed event, or its error; DatabaseUnavailable if no outcome came within `timeout` seconds."""
-        if not self._done.acquire(timeout=timeout):
-            raise errors.DatabaseUnavailable(
-                f"no outcome for event {self.pending.id} within {timeout:.0f} s; it may still be committed:"
-                " retry with the same idempotency key to be sure"
-            )
+    def wait(self, timeout: float, *, on_slow: Callable[[], None] | None = None) -> writer.Recorded:
+        """The committed event, or its error; DatabaseUnavailable if no outcome came within `timeout` seconds.
+
+        `on_slow` runs each second spent waiting (the committer checks its writer is alive).
+        """
+        deadline = time.monotonic() + timeout
+        while not self._done.acquire(timeout=max(0.0, min(1.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise errors.DatabaseUnavailable(
+                    f"no outcome for event {self.pending.id} within {timeout:.0f} s; it may still be committed:"
+                    " retry with the same idempotency key to be sure"
+                )
+            if on_slow is not None:
+                on_slow()
         outcome = self._outcome
         if isinstance(outcome, BaseException):
             raise outcome
@@ -116,13 +123,25 @@ class GroupCommitter:
                     raise errors.Backpressure(f"the group-commit queue stayed full for {self.max_wait_s:.0f} s")
             if self._closed:
                 raise errors.RecorderClosed("the recorder is closed")
-            if not self._thread.is_alive():
-                log.error("the group-commit writer had stopped; starting a new one")
-                self._thread = self._start_writer()
+            self._replace_dead_writer()
             self._queue.append(ticket)
             if self._writer_waiting:
                 self._has_work.notify()
         return ticket
+
+    def wait(self, ticket: Ticket) -> writer.Recorded:
+        """The outcome of a submitted ticket, within max_wait_s, replacing the writer should it have died."""
+        return ticket.wait(self.max_wait_s, on_slow=self.ensure_writer)
+
+    def ensure_writer(self) -> None:
+        """Start a new writer if the current one died (with events queued, they would wait for nothing)."""
+        with self._lock:
+            self._replace_dead_writer()
+
+    def _replace_dead_writer(self) -> None:
+        if not self._thread.is_alive():
+            log.error("the group-commit writer had stopped; starting a new one")
+            self._thread = self._start_writer()
 
     def close(self) -> None:
         """Commit what is queued, then stop the writer (waiting at most max_wait_s)."""
@@ -130,6 +149,7 @@ class GroupCommitter:
             if self._closed:
                 return
             self._closed = True
+            self._replace_dead_writer()  # so what is queued is still committed
             self._has_work.notify()
             self._has_room.notify_all()
         self._thread.join(timeout=self.max_wait_s)

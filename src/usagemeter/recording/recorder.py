@@ -232,13 +232,13 @@ class Recorder:
 
         Fields as UsageEvent: `action` and `user_id` (None acting as a user means that user) are
         required, then tenant_id, module_id, tokens_input, tokens_output, metadata,
-        idempotency_key, created_at. Raises InvalidEvent, EventRejected, IdempotencyConflict or
-        DatabaseUnavailable.
+        idempotency_key, created_at. Raises InvalidEvent, EventRejected (WriteRefused when a
+        trigger refuses), IdempotencyConflict or DatabaseUnavailable (DatabaseReadOnly).
         """
         event = self._event(fields)
         ticket = group_commit.Ticket(self.identity, writer.Pending.of(event))
         committer = self._engine.committer
-        return committer.submit(ticket).wait(committer.max_wait_s)
+        return committer.wait(committer.submit(ticket))
 
     def record_many(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
         """Record a batch atomically in one round trip; results in input order.
@@ -366,10 +366,18 @@ class AsyncRecorder:
 
         committer = self._sync._engine.committer
         ticket = committer.submit(group_commit.Ticket(self._sync.identity, writer.Pending.of(event), settled))
+        deadline = loop.time() + committer.max_wait_s
         try:
-            return await asyncio.wait_for(future, committer.max_wait_s)
-        except TimeoutError:
-            return ticket.wait(0)  # settled at the last moment, or DatabaseUnavailable naming the wait
+            while not future.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return ticket.wait(0)  # settled at the last moment, or DatabaseUnavailable naming the wait
+                await asyncio.wait({future}, timeout=min(1.0, remaining))
+                committer.ensure_writer()
+        except asyncio.CancelledError:
+            future.cancel()  # the outcome still comes, to nobody: the writer skips a caller that left
+            raise
+        return future.result()
 
     async def record_many(self, events: Sequence[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
         """As Recorder.record_many, in a worker thread."""
