@@ -48,6 +48,26 @@ class EventRejected(UsagemeterError):
         self.sqlstate = sqlstate
 
 
+class WriteRefused(EventRejected):
+    """A rule in the database refused the event (a trigger's `raise exception`, e.g. a budget): its own words.
+
+    `hint` and `detail` are what the database attached to its refusal, if anything.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int = 0,
+        sqlstate: str | None = None,
+        hint: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, index=index, sqlstate=sqlstate)
+        self.hint = hint
+        self.detail = detail
+
+
 class IdempotencyConflict(UsagemeterError):
     """An idempotency key was reused with a different payload: a retry must repeat the original event."""
 
@@ -59,6 +79,14 @@ class IdempotencyConflict(UsagemeterError):
 
 class DatabaseUnavailable(UsagemeterError):
     """The database could not be reached after retries; with record(), nothing or everything was written."""
+
+
+class DatabaseReadOnly(DatabaseUnavailable):
+    """The database takes no writes (a standby after a failover, or set read-only); nothing was written.
+
+    It may pass later (a new primary), so it is retried like a dropped connection first; enqueued
+    events are spooled and replayed, as when the database is down.
+    """
 
 
 class Backpressure(UsagemeterError):

@@ -27,7 +27,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from usagemeter import errors
-from usagemeter.db import Identity, retry
+from usagemeter.db import Identity, refusals, retry
 from usagemeter.recording import writer
 from usagemeter.recording.event import UsageEvent
 from usagemeter.recording.spool import Spool, SpooledEvent, SpoolFile
@@ -35,10 +35,6 @@ from usagemeter.recording.spool import Spool, SpooledEvent, SpoolFile
 OnFull = Literal["block", "raise"]
 log = logging.getLogger("usagemeter.enqueue")
 
-# SQLSTATE classes that mean the database as a whole cannot take writes now, whatever the event:
-# connection, read-only transaction, serialization, resources, object state, operator, system,
-# internal, and schema errors (a missing table or grant). The events are kept and tried again later.
-_SYSTEMIC_CLASSES = frozenset({"08", "25", "40", "42", "53", "54", "55", "57", "58", "XX"})
 REPLAY_BATCH_BYTES = 4 << 20
 REPLAY_SLICE_S = 1.0
 ADOPT_INTERVAL_S = 10.0
@@ -62,16 +58,10 @@ class Counters:
     held: int = 0
 
 
-def is_systemic(failure: BaseException) -> bool:
-    """Whether a write failed for the database as a whole (keep the events) rather than for an event."""
-    if isinstance(failure, errors.DatabaseUnavailable | psycopg.OperationalError | psycopg.InterfaceError):
-        return True
-    sqlstate = getattr(failure, "sqlstate", None)
-    return isinstance(failure, psycopg.Error) and isinstance(sqlstate, str) and sqlstate[:2] in _SYSTEMIC_CLASSES
-
-
 def describe_failure(failure: BaseException) -> str:
     """Why an event was not written, for rejected.jsonl and import error lines."""
+    if isinstance(failure, errors.WriteRefused) and failure.sqlstate:  # the database's own words: say whose
+        return f"{str(failure).removeprefix('event 0: ')} (SQLSTATE {failure.sqlstate})"
     if isinstance(failure, errors.UsagemeterError):
         return str(failure).removeprefix("event 0: ")
     if isinstance(failure, psycopg.Error) and failure.diag.message_primary:
@@ -316,7 +306,7 @@ class Enqueuer:
         try:
             outcomes = self._write(records)
         except Exception as failure:  # any failure means "not written": narrow it down, never drop
-            if is_systemic(failure):
+            if refusals.is_database_wide(failure):
                 return list(records)
             if len(records) == 1:
                 self._reject(records[0], describe_failure(failure))
@@ -326,6 +316,8 @@ class Enqueuer:
             if left:
                 return left + list(records[middle:])
             return self._settle(records[middle:], replaying=replaying)
+        if any(isinstance(o, errors.UsagemeterError) and refusals.is_database_wide(o) for o in outcomes):
+            return list(records)  # kept whole: those written are found by id when it is tried again
         written = 0
         for record, outcome in zip(records, outcomes, strict=True):
             if isinstance(outcome, writer.Recorded):

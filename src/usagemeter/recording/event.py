@@ -38,13 +38,21 @@ def _jsonb_number(value: int | float) -> str:
     return str(value)
 
 
-def _jsonb_string(value: str) -> str:
+def storable_text_problem(value: str) -> str | None:
+    """Why PostgreSQL text cannot hold `value` (NUL, or a lone surrogate that UTF-8 cannot encode), or None."""
     if "\x00" in value:
-        raise ValueError("metadata strings cannot contain NUL (\\u0000): PostgreSQL text cannot store it")
+        return "cannot contain NUL (\\u0000): PostgreSQL text cannot store it"
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError as failure:
-        raise ValueError("metadata strings must be valid Unicode (no lone surrogates)") from failure
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates such as '\\udc80')"
+    return None
+
+
+def _jsonb_string(value: str) -> str:
+    problem = storable_text_problem(value)
+    if problem is not None:
+        raise ValueError(f"metadata strings {problem}")
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -117,6 +125,48 @@ def validated_metadata(metadata: dict[str, Any]) -> JsonObject:
     return JsonObject(metadata, text)
 
 
+def _claim_value(where: str, value: object) -> object:
+    """A claim as JSON can carry it: UUIDs and datetimes as strings; what PostgreSQL cannot take raises."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        problem = storable_text_problem(value)
+        if problem is not None:
+            raise ValueError(f"claims: {where} {problem}")
+        return value
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"claims: {where} must be finite (JSON has no NaN or Infinity)")
+        return value
+    if isinstance(value, list | tuple):
+        return [_claim_value(f"{where}[{n}]", item) for n, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        return {_claim_key(where, key): _claim_value(f"{where}.{key}", item) for key, item in value.items()}
+    kind = type(value).__name__
+    raise ValueError(f"claims: {where} must be JSON (string, number, boolean, null, list, object), not {kind}")
+
+
+def _claim_key(where: str, key: object) -> str:
+    if not isinstance(key, str):
+        raise ValueError(f"claims: {where} has a key that is not a string: {key!r}")
+    problem = storable_text_problem(key)
+    if problem is not None:
+        raise ValueError(f"claims: a key in {where or 'the claims'} {problem}")
+    return key
+
+
+def validated_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """JWT claims as they are sent to the database (request.jwt.claims), checked before any write.
+
+    Refused here rather than when a batch is written, where they would fail events of other callers.
+    """
+    return {_claim_key("", key): _claim_value(key, value) for key, value in claims.items()}
+
+
 class EventFields(TypedDict, total=False):
     """One event as keyword arguments of record() and enqueue(): what UsageEvent validates."""
 
@@ -179,8 +229,9 @@ class UsageEvent(BaseModel):
     def _idempotency_key(cls, key: str | None) -> str | None:
         if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
             raise ValueError(f"must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters, got {len(key)}")
-        if key is not None and "\x00" in key:
-            raise ValueError("cannot contain NUL (\\u0000)")
+        problem = None if key is None else storable_text_problem(key)
+        if problem is not None:
+            raise ValueError(problem)
         return key
 
     @field_validator("created_at")

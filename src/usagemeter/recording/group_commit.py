@@ -12,7 +12,9 @@ with dozens of threads, Python's own synchronisation would otherwise cost more t
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +26,10 @@ from usagemeter.db import Identity, retry
 from usagemeter.recording import writer
 
 Outcome = writer.Recorded | BaseException
+log = logging.getLogger("usagemeter.group_commit")
+
+# Time a commit may take beyond waiting for connections and between attempts (statements, the commit).
+STATEMENT_ALLOWANCE_S = 60.0
 
 
 class Ticket:
@@ -42,13 +48,31 @@ class Ticket:
         self._done.acquire()
 
     def settle(self, outcome: Outcome) -> None:
+        """Hand the outcome to the caller, once; a failing callback (a closed event loop) is logged, never raised."""
+        if self._outcome is not None:
+            return
         self._outcome = outcome
         self._done.release()
         if self.on_settled is not None:
-            self.on_settled(outcome)
+            try:
+                self.on_settled(outcome)
+            except Exception:  # the caller is gone (its loop closed); the writer serves the others
+                log.warning("the caller of event %s left before its outcome: %r", self.pending.id, outcome)
 
-    def wait(self) -> writer.Recorded:
-        self._done.acquire()
+    def wait(self, timeout: float, *, on_slow: Callable[[], None] | None = None) -> writer.Recorded:
+        """The committed event, or its error; DatabaseUnavailable if no outcome came within `timeout` seconds.
+
+        `on_slow` runs each second spent waiting (the committer checks its writer is alive).
+        """
+        deadline = time.monotonic() + timeout
+        while not self._done.acquire(timeout=max(0.0, min(1.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise errors.DatabaseUnavailable(
+                    f"no outcome for event {self.pending.id} within {timeout:.0f} s; it may still be committed:"
+                    " retry with the same idempotency key to be sure"
+                )
+            if on_slow is not None:
+                on_slow()
         outcome = self._outcome
         if isinstance(outcome, BaseException):
             raise outcome
@@ -57,7 +81,11 @@ class Ticket:
 
 
 class GroupCommitter:
-    """Tickets in, batched commits out; `max_batch` caps one transaction, `max_queue` bounds memory."""
+    """Tickets in, batched commits out; `max_batch` caps one transaction, `max_queue` bounds memory.
+
+    Every wait has a bound (`max_wait_s`, from the retry policy), and a writer thread that died is
+    replaced at the next submit; the writer itself settles every ticket it takes, whatever fails.
+    """
 
     def __init__(
         self,
@@ -71,6 +99,7 @@ class GroupCommitter:
         self._policy = policy
         self._max_batch = max_batch
         self._max_queue = max_queue
+        self.max_wait_s = policy.worst_case_s() + STATEMENT_ALLOWANCE_S
         self._queue: deque[Ticket] = deque()
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)
@@ -78,48 +107,84 @@ class GroupCommitter:
         self._writer_waiting = False
         self._closed = False
         self.commits = 0
-        self._thread = threading.Thread(target=self._run, name="usagemeter-group-commit", daemon=True)
-        self._thread.start()
+        self._thread = self._start_writer()
+
+    def _start_writer(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="usagemeter-group-commit", daemon=True)
+        thread.start()
+        return thread
 
     def submit(self, ticket: Ticket) -> Ticket:
         """Queue an event; ticket.wait() returns its Recorded once committed, or raises why it was refused."""
+        deadline = time.monotonic() + self.max_wait_s
         with self._lock:
+            while not self._closed and len(self._queue) >= self._max_queue:
+                if not self._has_room.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    raise errors.Backpressure(f"the group-commit queue stayed full for {self.max_wait_s:.0f} s")
             if self._closed:
                 raise errors.RecorderClosed("the recorder is closed")
-            while len(self._queue) >= self._max_queue:
-                self._has_room.wait()
+            self._replace_dead_writer()
             self._queue.append(ticket)
             if self._writer_waiting:
                 self._has_work.notify()
         return ticket
 
+    def wait(self, ticket: Ticket) -> writer.Recorded:
+        """The outcome of a submitted ticket, within max_wait_s, replacing the writer should it have died."""
+        return ticket.wait(self.max_wait_s, on_slow=self.ensure_writer)
+
+    def ensure_writer(self) -> None:
+        """Start a new writer if the current one died (with events queued, they would wait for nothing)."""
+        with self._lock:
+            self._replace_dead_writer()
+
+    def _replace_dead_writer(self) -> None:
+        if not self._thread.is_alive():
+            log.error("the group-commit writer had stopped; starting a new one")
+            self._thread = self._start_writer()
+
     def close(self) -> None:
-        """Commit what is queued, then stop the writer."""
+        """Commit what is queued, then stop the writer (waiting at most max_wait_s)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._replace_dead_writer()  # so what is queued is still committed
             self._has_work.notify()
-        self._thread.join()
+            self._has_room.notify_all()
+        self._thread.join(timeout=self.max_wait_s)
+        if self._thread.is_alive():
+            log.error("the group-commit writer did not finish within %.0f s", self.max_wait_s)
+
+    def _take(self) -> list[Ticket] | None:
+        """The next batch, waiting for one; None once closed and drained."""
+        with self._lock:
+            while not self._queue and not self._closed:
+                self._writer_waiting = True
+                self._has_work.wait()
+                self._writer_waiting = False
+            if not self._queue:
+                return None
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+            self._has_room.notify_all()
+            return batch
 
     def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._queue and not self._closed:
-                    self._writer_waiting = True
-                    self._has_work.wait()
-                    self._writer_waiting = False
-                if not self._queue:
-                    return  # closed and drained
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
-                self._has_room.notify_all()
-            self._commit(batch)
+        while (batch := self._take()) is not None:
+            try:
+                self._commit(batch)
+            except BaseException as failure:  # a bug: its callers learn it, the writer goes on serving others
+                log.exception("group commit failed unexpectedly")
+                for ticket in batch:
+                    ticket.settle(failure)
+                if not isinstance(failure, Exception):
+                    raise  # interpreter shutdown and the like: the next submit starts a new writer
 
     def _commit(self, batch: list[Ticket]) -> None:
         items = [(ticket.identity, ticket.pending) for ticket in batch]
         try:
             outcomes = retry.with_connection(self._pool, self._policy, lambda conn: writer.write_groups(conn, items))
-        except Exception as failure:  # DatabaseUnavailable, or a bug: it must reach the callers, not kill the writer
+        except Exception as failure:  # DatabaseUnavailable: it must reach the callers, not kill the writer
             for ticket in batch:
                 ticket.settle(failure)
             return

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pydantic
 
 from usagemeter import errors
+from usagemeter.db import refusals
 from usagemeter.recording import enqueuer
 from usagemeter.recording.event import UsageEvent
 from usagemeter.recording.recorder import Recorded, Recorder, validate_events
@@ -97,7 +98,7 @@ def _write_one(recorder: Recorder, event: UsageEvent) -> Recorded | str:
     except errors.DatabaseUnavailable:
         raise
     except Exception as failure:  # whatever one event meets is that event's error line, not the run's end
-        if enqueuer.is_systemic(failure):
+        if refusals.is_database_wide(failure):
             raise _database_wide(failure) from failure
         return _message(failure)
 
@@ -109,7 +110,7 @@ def _write_chunk(recorder: Recorder, events: Sequence[UsageEvent]) -> list[Recor
     except errors.DatabaseUnavailable:
         raise
     except Exception as failure:  # narrowed down below, never the end of the run
-        if enqueuer.is_systemic(failure):
+        if refusals.is_database_wide(failure):
             raise _database_wide(failure) from failure
     try:
         results = recorder.record_each(events)

@@ -11,6 +11,12 @@ What happens on failure, for every write path:
   each event's id is fixed before the first attempt, so a commit whose answer was lost is found,
   not doubled. After the last attempt: DatabaseUnavailable, and the caller cannot know; retry
   with the same idempotency key to be sure.
+- refusal by the database (RLS, a constraint, a trigger's `raise exception`): EventRejected
+  (WriteRefused for a trigger, with the database's message and hint) for the refused event
+  only, never retried; see db/refusals.py for the one mapping of SQLSTATEs.
+- read-only database (a standby after failover): retried like a dropped connection, then
+  DatabaseReadOnly, which names the cause.
+See docs/recorder.md for each path.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from psycopg_pool import ConnectionPool
 from usagemeter import db, errors, settings
 from usagemeter.db import Identity, retry
 from usagemeter.recording import enqueuer, group_commit, spool, writer
-from usagemeter.recording.event import EventFields, UsageEvent
+from usagemeter.recording.event import EventFields, UsageEvent, validated_claims
 from usagemeter.recording.writer import Recorded
 
 __all__ = ["AsyncRecorder", "Recorded", "Recorder", "UsageEvent", "validate_events"]
@@ -212,9 +218,12 @@ class Recorder:
 
         Every write then runs as role `authenticated` with those claims, so RLS lets it record only
         as that user, personal or into their tenants, whatever the caller passes.
+        Claims are sent as JSON: UUID and datetime values become strings, and values the database
+        cannot take (other objects, NUL, lone surrogates) raise ValueError naming the claim.
         """
-        identity = Identity.user(user) if isinstance(user, uuid.UUID) else Identity.user_from_claims(user)
-        return self._face(identity)
+        if isinstance(user, uuid.UUID):
+            return self._face(Identity.user(user))
+        return self._face(Identity.user_from_claims(validated_claims(user)))
 
     def as_service(self) -> Recorder:
         """The same recorder acting as the service role (bypasses RLS: backends only)."""
@@ -230,18 +239,20 @@ class Recorder:
 
         Fields as UsageEvent: `action` and `user_id` (None acting as a user means that user) are
         required, then tenant_id, module_id, tokens_input, tokens_output, metadata,
-        idempotency_key, created_at. Raises InvalidEvent, EventRejected, IdempotencyConflict or
-        DatabaseUnavailable.
+        idempotency_key, created_at. Raises InvalidEvent, EventRejected (WriteRefused when a
+        trigger refuses), IdempotencyConflict or DatabaseUnavailable (DatabaseReadOnly).
         """
         event = self._event(fields)
         ticket = group_commit.Ticket(self.identity, writer.Pending.of(event))
-        return self._engine.committer.submit(ticket).wait()
+        committer = self._engine.committer
+        return committer.wait(committer.submit(ticket))
 
     def record_many(self, events: Iterable[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
         """Record a batch atomically in one round trip; results in input order.
 
         An invalid event (InvalidEvent) or a refusal by the database (EventRejected,
-        IdempotencyConflict) names its index, and then nothing was written. Events are validated
+        IdempotencyConflict; WriteRefused when a trigger refuses) names its index, and then nothing
+        was written. DatabaseUnavailable (DatabaseReadOnly) when retries are spent. Events are validated
         chunk by chunk while earlier chunks are already on their way to the server, in one
         transaction that an error rolls back.
         """
@@ -311,7 +322,7 @@ class Recorder:
 
 
 def _resolve(future: asyncio.Future[Recorded], outcome: group_commit.Outcome) -> None:
-    if future.cancelled():
+    if future.done():  # cancelled, or timed out by wait_for
         return
     if isinstance(outcome, BaseException):
         future.set_exception(outcome)
@@ -360,8 +371,20 @@ class AsyncRecorder:
         def settled(outcome: group_commit.Outcome) -> None:
             loop.call_soon_threadsafe(_resolve, future, outcome)
 
-        self._sync._engine.committer.submit(group_commit.Ticket(self._sync.identity, writer.Pending.of(event), settled))
-        return await future
+        committer = self._sync._engine.committer
+        ticket = committer.submit(group_commit.Ticket(self._sync.identity, writer.Pending.of(event), settled))
+        deadline = loop.time() + committer.max_wait_s
+        try:
+            while not future.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return ticket.wait(0)  # settled at the last moment, or DatabaseUnavailable naming the wait
+                await asyncio.wait({future}, timeout=min(1.0, remaining))
+                committer.ensure_writer()
+        except asyncio.CancelledError:
+            future.cancel()  # the outcome still comes, to nobody: the writer skips a caller that left
+            raise
+        return future.result()
 
     async def record_many(self, events: Sequence[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
         """As Recorder.record_many, in a worker thread."""

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+import pydantic
+
 from usagemeter.db import Identity
 from usagemeter.recording.event import UsageEvent
 from usagemeter.recording.writer import Pending
@@ -95,6 +97,10 @@ class Line:
 def _describe(failure: BaseException) -> str:
     if isinstance(failure, RecursionError):
         return "not a spool record: JSON nested too deeply"
+    if isinstance(failure, pydantic.ValidationError):  # the first rule broken, as record() would name it
+        first = failure.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        return f"not a valid event: {field}: {str(first['msg']).removeprefix('Value error, ')}"
     return f"not a spool record: {type(failure).__name__}: {failure}"
 
 

@@ -3,6 +3,10 @@
 Each event carries an id chosen before its first attempt, so a write that is repeated after a
 dropped connection finds its own rows instead of doubling them; idempotency keys do the same for
 retries by the caller. A batch runs in one (sub)transaction as the caller's role, so RLS decides.
+
+Whatever fails, every event gets an outcome: a transient failure (refusals.is_transient) leaves
+the function for retry.with_connection to try the whole write again; anything else is mapped by
+refusals.refusal to a project error of the event that caused it, found by trying events alone.
 """
 
 from __future__ import annotations
@@ -14,10 +18,9 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
-from psycopg import errors as pgerrors
 
 from usagemeter import errors
-from usagemeter.db import Identity, acting_as, sql
+from usagemeter.db import Identity, acting_as, refusals, sql
 from usagemeter.db import identity as db_identity
 from usagemeter.recording.event import UsageEvent, metadata_json
 
@@ -31,6 +34,9 @@ class Recorded:
     id: uuid.UUID
     created_at: datetime
     duplicate: bool
+
+
+Outcome = Recorded | errors.UsagemeterError
 
 
 class ChunkedBatch:
@@ -75,29 +81,6 @@ class Pending(NamedTuple):
 # Rows per INSERT in the fast path: small enough that building one overlaps the server inserting the last.
 PIPELINE_CHUNK = 100
 
-# Database refusals that concern the data, not the connection: the batch is refused, retrying won't help.
-REFUSALS = (pgerrors.InsufficientPrivilege, pgerrors.IntegrityError, pgerrors.DataError)
-
-_FK_MEANING = {
-    "usage_events_tenant_id_fkey": "unknown tenant_id (no such tenant)",
-    "usage_events_user_id_fkey": "unknown user_id (no such user in auth.users)",
-}
-
-
-def describe_refusal(failure: psycopg.Error) -> str:
-    """A refusal in words a caller can act on."""
-    diag = failure.diag
-    if isinstance(failure, pgerrors.InsufficientPrivilege) and "row-level security" in (diag.message_primary or ""):
-        return (
-            "not allowed by row-level security: a user records only as themselves (user_id = their id),"
-            " either personal (no tenant_id) or into a tenant they are a member of"
-        )
-    if isinstance(failure, pgerrors.ForeignKeyViolation) and diag.constraint_name in _FK_MEANING:
-        return _FK_MEANING[diag.constraint_name]
-    if diag.constraint_name:
-        return f"{diag.constraint_name}: {diag.message_primary}"
-    return diag.message_primary or str(failure)
-
 
 def _columns(batch: Sequence[Pending]) -> dict[str, list[Any]]:
     events = [p.event for p in batch]
@@ -116,34 +99,30 @@ def _columns(batch: Sequence[Pending]) -> dict[str, list[Any]]:
 
 
 def _same_payload(event: UsageEvent, stored: tuple[Any, ...]) -> bool:
-    tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata = stored
-    return (tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata) == (
-        event.tenant_id,
-        event.user_id,
-        event.action,
-        event.module_id,
-        event.tokens_input,
-        event.tokens_output,
-        event.metadata,
-    )
+    """Whether a stored event is this one again; metadata was compared by the database, as jsonb."""
+    *columns, same_metadata = stored
+    expected = [event.tenant_id, event.user_id, event.action, event.module_id, event.tokens_input, event.tokens_output]
+    return bool(same_metadata) and columns == expected
 
 
-def _check_created_at(identity: Identity, batch: Sequence[Pending]) -> bool:
+def _check_created_at(identity: Identity, batch: Sequence[Pending], *, offset: int = 0) -> bool:
     """Whether the batch sets created_at, which only the service role may (users cannot backdate usage)."""
     timed = [i for i, p in enumerate(batch) if p.event.created_at is not None]
     if timed and identity.role != "service_role":
         raise errors.InvalidEvent(
-            f"event {timed[0]}: created_at may only be set by the service role"
+            f"event {offset + timed[0]}: created_at may only be set by the service role"
             " (users' events are stamped by the database)",
-            index=timed[0],
+            index=offset + timed[0],
             field="created_at",
         )
     return bool(timed)
 
 
-def _insert(conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending]) -> list[Recorded]:
+def _insert(
+    conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending], *, offset: int = 0
+) -> list[Recorded]:
     """Insert in the current transaction; resolve rows that were skipped as already stored."""
-    timed = _check_created_at(identity, batch)
+    timed = _check_created_at(identity, batch, offset=offset)
     query = queries["insert_events_with_created_at" if timed else "insert_events"]
     columns = _columns(batch)
     stored = dict(conn.execute(query, columns).fetchall())
@@ -156,12 +135,14 @@ def _insert(conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[P
     ]
     unresolved = [i for i, r in enumerate(results) if r is None]
     if unresolved:
-        for index, recorded in _resolve_by_key(conn, batch, unresolved).items():
+        for index, recorded in _resolve_by_key(conn, batch, unresolved, offset=offset).items():
             results[index] = recorded
     return [r for r in results if r is not None]
 
 
-def _resolve_by_key(conn: psycopg.Connection[Any], batch: Sequence[Pending], indexes: list[int]) -> dict[int, Recorded]:
+def _resolve_by_key(
+    conn: psycopg.Connection[Any], batch: Sequence[Pending], indexes: list[int], *, offset: int
+) -> dict[int, Recorded]:
     """Events skipped because their idempotency key is taken: the same payload is a duplicate, another a conflict."""
     events = [batch[i].event for i in indexes]
     rows = conn.execute(
@@ -170,20 +151,22 @@ def _resolve_by_key(conn: psycopg.Connection[Any], batch: Sequence[Pending], ind
             "tenant_ids": [e.tenant_id for e in events],
             "user_ids": [e.user_id for e in events],
             "idempotency_keys": [e.idempotency_key for e in events],
+            "metadata": [metadata_json(e.metadata) for e in events],
         },
     ).fetchall()
     found = {int(row[0]) - 1: row[1:] for row in rows}
     resolved: dict[int, Recorded] = {}
     for position, index in enumerate(indexes):
         event = batch[index].event
+        where = offset + index
         if position not in found:
-            raise errors.EventRejected(f"event {index}: skipped by the database but not found again", index=index)
+            raise errors.EventRejected(f"event {where}: skipped by the database but not found again", index=where)
         existing_id, created_at, *payload = found[position]
         if not _same_payload(event, tuple(payload)):
             raise errors.IdempotencyConflict(
-                f"event {index}: idempotency key {event.idempotency_key!r} was already used for event {existing_id}"
+                f"event {where}: idempotency key {event.idempotency_key!r} was already used for event {existing_id}"
                 " with a different payload; a retry must repeat the original event exactly",
-                index=index,
+                index=where,
                 existing_id=existing_id,
             )
         resolved[index] = Recorded(existing_id, created_at, duplicate=True)
@@ -222,91 +205,117 @@ def chunked(batch: Sequence[Pending], size: int = PIPELINE_CHUNK) -> list[Sequen
     return [batch[start : start + size] for start in range(0, len(batch), size)]
 
 
+def _retry_or_refusal(failure: Exception, *, index: int) -> errors.UsagemeterError:
+    """Raise a transient failure again, for retry.with_connection to retry the whole write; map the rest."""
+    if refusals.is_transient(failure):
+        raise failure
+    return refusals.refusal(failure, index=index)
+
+
 def write_batch(
     conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending], *, locate_refusal: bool = True
 ) -> list[Recorded]:
     """Write the batch atomically as `identity` (a transaction, or a savepoint inside one).
 
-    A refusal is reported for the first refused event, with its index (found by trying each event
-    alone, unless `locate_refusal` is off); then nothing was written.
+    A refusal raises a project error for the first refused event, with its index (found by trying
+    each event alone, unless `locate_refusal` is off); then nothing was written. Transient
+    failures are raised as they are, for the caller's retry.
     """
     try:
         with acting_as(conn, identity):
             return _insert(conn, identity, batch)
-    except REFUSALS as failure:
-        if locate_refusal:
-            index, reason = _first_refused(conn, identity, batch, failure)
-        else:
-            index, reason = 0, describe_refusal(failure)
-        raise errors.EventRejected(f"event {index}: {reason}", index=index, sqlstate=failure.sqlstate) from failure
+    except Exception as failure:
+        refused = _retry_or_refusal(failure, index=0)
+        if locate_refusal and len(batch) > 1:
+            refused = _first_refused(conn, identity, batch) or refused
+        raise refused from failure
 
 
 def _first_refused(
-    conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending], failure: psycopg.Error
-) -> tuple[int, str]:
-    """Find which event the database refuses, trying each alone and keeping nothing."""
-    if len(batch) > 1:
-        for index, pending in enumerate(batch):
-            try:
-                with conn.transaction(force_rollback=True), acting_as(conn, identity):
-                    _insert(conn, identity, [pending])
-            except REFUSALS as single:
-                return index, describe_refusal(single)
-    return 0, describe_refusal(failure)
+    conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending]
+) -> errors.UsagemeterError | None:
+    """The refusal of the first event the database refuses alone, keeping nothing; None if each passes alone."""
+    for index, pending in enumerate(batch):
+        try:
+            with conn.transaction(force_rollback=True), acting_as(conn, identity):
+                _insert(conn, identity, [pending], offset=index)
+        except Exception as single:
+            return _retry_or_refusal(single, index=index)
+    return None
 
 
 def write_atomically(conn: psycopg.Connection[Any], identity: Identity, batch: ChunkedBatch) -> list[Recorded]:
     """A batch all or nothing: the one-round-trip path, or the careful one when that meets anything unusual."""
     try:
         return write_fast(conn, [(identity, batch.chunks())])
-    except REFUSALS:
+    except Exception as failure:
+        if refusals.is_transient(failure):
+            raise
         return write_batch(conn, identity, batch.all())
 
 
-def write_each(
-    conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending]
-) -> list[Recorded | errors.UsagemeterError]:
-    """Write events one savepoint each, keeping those the database accepts: for batches of unrelated callers."""
-    outcomes: list[Recorded | errors.UsagemeterError] = []
-    for pending in batch:
-        try:
-            outcomes.append(write_batch(conn, identity, [pending])[0])
-        except (errors.EventRejected, errors.IdempotencyConflict, errors.InvalidEvent) as failure:
-            outcomes.append(failure)
-    return outcomes
+def _write_one(conn: psycopg.Connection[Any], identity: Identity, pending: Pending, *, index: int) -> Outcome:
+    """One event in its own savepoint (or transaction): its Recorded, or the project error of its refusal."""
+    try:
+        with acting_as(conn, identity):
+            return _insert(conn, identity, [pending], offset=index)[0]
+    except Exception as failure:
+        return _retry_or_refusal(failure, index=index)
 
 
-def write_groups(
-    conn: psycopg.Connection[Any], items: Sequence[tuple[Identity, Pending]]
-) -> list[Recorded | errors.UsagemeterError]:
-    """Write events of several identities in one transaction, a savepoint per identity.
+def write_each(conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending]) -> list[Outcome]:
+    """Write events one savepoint each, keeping those the database accepts: for batches of unrelated callers.
 
-    For writers that batch unrelated callers (group commit, the enqueue flusher): when the database
-    refuses a group, its events are written one by one so only the refused ones fail. Outcomes
-    come back in input order.
+    Outcomes are in input order; each error is about its event written alone (index 0, "event 0: ...").
+    """
+    return [_write_one(conn, identity, pending, index=0) for pending in batch]
+
+
+def write_groups(conn: psycopg.Connection[Any], items: Sequence[tuple[Identity, Pending]]) -> list[Outcome]:
+    """Write events of several identities in one transaction, a savepoint per identity; one outcome per event.
+
+    For writers that batch unrelated callers (group commit, the enqueue flusher): when anything
+    fails, each group is retried alone, and a refused group event by event, so only the refused
+    events fail (each its own request: its error has index 0). If the shared commit itself is
+    refused (a deferred check), each event commits alone. Outcomes come back in input order.
+    Raises only transient failures (retry.with_connection turns them into DatabaseUnavailable).
     """
     positions: dict[tuple[str, str], list[int]] = {}
     for position, (identity, _) in enumerate(items):
         positions.setdefault(identity.key, []).append(position)
-    outcomes: list[Recorded | errors.UsagemeterError | None] = [None] * len(items)
     groups = [(items[group[0]][0], chunked([items[p][1] for p in group])) for group in positions.values()]
     try:
         fast = write_fast(conn, groups)
-    except (*REFUSALS, errors.InvalidEvent):
-        pass  # something is off somewhere: the careful path below finds what
+    except Exception as failure:
+        if refusals.is_transient(failure):
+            raise
     else:
+        outcomes: list[Outcome | None] = [None] * len(items)
         for position, recorded in zip((p for group in positions.values() for p in group), fast, strict=True):
             outcomes[position] = recorded
         return [o for o in outcomes if o is not None]
+    try:
+        return _write_groups_carefully(conn, items, positions)
+    except Exception as failure:
+        if refusals.is_transient(failure):
+            raise
+    # The shared commit was refused: nothing of it stayed; each event now commits on its own.
+    return [_write_one(conn, identity, pending, index=0) for identity, pending in items]
+
+
+def _write_groups_carefully(
+    conn: psycopg.Connection[Any], items: Sequence[tuple[Identity, Pending]], positions: dict[Any, list[int]]
+) -> list[Outcome]:
+    outcomes: list[Outcome | None] = [None] * len(items)
     with conn.transaction():
         for group in positions.values():
             identity = items[group[0]][0]
             batch = [items[p][1] for p in group]
-            results: Sequence[Recorded | errors.UsagemeterError]
+            results: Sequence[Outcome]
             try:
                 results = write_batch(conn, identity, batch, locate_refusal=False)
-            except (errors.EventRejected, errors.IdempotencyConflict, errors.InvalidEvent):
-                results = write_each(conn, identity, batch)
+            except errors.UsagemeterError:
+                results = [_write_one(conn, identity, pending, index=0) for pending in batch]
             for position, result in zip(group, results, strict=True):
                 outcomes[position] = result
     return [o for o in outcomes if o is not None]
