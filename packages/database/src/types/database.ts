@@ -171,7 +171,7 @@ export type Database = {
           },
         ]
       }
-      /** usage_events aggregated per UTC day, tenant, user and action; maintained with the hourly rollup, always exact. */
+      /** usage_events aggregated per UTC day, tenant, user and action, up to the last fold; plus usage_rollup_deltas it is exact. */
       usage_rollup_daily: {
         Row: {
           /** Action of the events. */
@@ -180,6 +180,8 @@ export type Database = {
           day: string
           /** Number of events. */
           events: number
+          /** Row id: the primary key (replica identity for publications). */
+          id: number
           /** Module of the events: the action's first segment. */
           module_id: string
           /** Tenant of the events; NULL for personal usage. */
@@ -200,6 +202,8 @@ export type Database = {
           day: string
           /** Number of events. */
           events: number
+          /** Row id: the primary key (replica identity for publications). */
+          id?: number
           /** Module of the events: the action's first segment. */
           module_id: string
           /** Tenant of the events; NULL for personal usage. */
@@ -220,6 +224,8 @@ export type Database = {
           day?: string
           /** Number of events. */
           events?: number
+          /** Row id: the primary key (replica identity for publications). */
+          id?: number
           /** Module of the events: the action's first segment. */
           module_id?: string
           /** Tenant of the events; NULL for personal usage. */
@@ -236,7 +242,78 @@ export type Database = {
         Relationships: [
         ]
       }
-      /** usage_events aggregated per UTC hour, tenant, user and action; maintained by triggers on usage_events, always exact. */
+      /** Changes to usage_events not yet folded into the rollups: one row per statement, UTC hour, tenant, user and action. Insert-only for writers; private.fold_usage_rollups_v1() moves them into the rollups. */
+      usage_rollup_deltas: {
+        Row: {
+          /** Action of the events. */
+          action: string
+          /** Start of the UTC hour the events happened in. */
+          bucket: string
+          /** Change in the number of events (negative for deletions). */
+          events: number
+          /** Delta id, increasing: the trigger folds when a statement's ids pass a multiple of 1000. */
+          id: number
+          /** Module of the events: the action's first segment. */
+          module_id: string
+          /** Tenant of the events; NULL for personal usage. Deleting the tenant deletes its rows. */
+          tenant_id: string | null
+          /** Change in the sum of tokens_input. */
+          tokens_input: number
+          /** Change in the sum of tokens_output. */
+          tokens_output: number
+          /** Change in the sum of tokens_total. */
+          tokens_total: number
+          /** User of the events (NULL for tenant-level system events). */
+          user_id: string | null
+        }
+        Insert: {
+          /** Action of the events. */
+          action: string
+          /** Start of the UTC hour the events happened in. */
+          bucket: string
+          /** Change in the number of events (negative for deletions). */
+          events: number
+          /** Delta id, increasing: the trigger folds when a statement's ids pass a multiple of 1000. */
+          id?: number
+          /** Module of the events: the action's first segment. */
+          module_id: string
+          /** Tenant of the events; NULL for personal usage. Deleting the tenant deletes its rows. */
+          tenant_id?: string | null
+          /** Change in the sum of tokens_input. */
+          tokens_input: number
+          /** Change in the sum of tokens_output. */
+          tokens_output: number
+          /** Change in the sum of tokens_total. */
+          tokens_total: number
+          /** User of the events (NULL for tenant-level system events). */
+          user_id?: string | null
+        }
+        Update: {
+          /** Action of the events. */
+          action?: string
+          /** Start of the UTC hour the events happened in. */
+          bucket?: string
+          /** Change in the number of events (negative for deletions). */
+          events?: number
+          /** Delta id, increasing: the trigger folds when a statement's ids pass a multiple of 1000. */
+          id?: number
+          /** Module of the events: the action's first segment. */
+          module_id?: string
+          /** Tenant of the events; NULL for personal usage. Deleting the tenant deletes its rows. */
+          tenant_id?: string | null
+          /** Change in the sum of tokens_input. */
+          tokens_input?: number
+          /** Change in the sum of tokens_output. */
+          tokens_output?: number
+          /** Change in the sum of tokens_total. */
+          tokens_total?: number
+          /** User of the events (NULL for tenant-level system events). */
+          user_id?: string | null
+        }
+        Relationships: [
+        ]
+      }
+      /** usage_events aggregated per UTC hour, tenant, user and action, up to the last fold; plus usage_rollup_deltas it is exact. */
       usage_rollup_hourly: {
         Row: {
           /** Action of the events. */
@@ -245,6 +322,8 @@ export type Database = {
           bucket: string
           /** Number of events. */
           events: number
+          /** Row id: the primary key (replica identity for publications). */
+          id: number
           /** Module of the events: the action's first segment. */
           module_id: string
           /** Tenant of the events; NULL for personal usage. */
@@ -265,6 +344,8 @@ export type Database = {
           bucket: string
           /** Number of events. */
           events: number
+          /** Row id: the primary key (replica identity for publications). */
+          id?: number
           /** Module of the events: the action's first segment. */
           module_id: string
           /** Tenant of the events; NULL for personal usage. */
@@ -285,6 +366,8 @@ export type Database = {
           bucket?: string
           /** Number of events. */
           events?: number
+          /** Row id: the primary key (replica identity for publications). */
+          id?: number
           /** Module of the events: the action's first segment. */
           module_id?: string
           /** Tenant of the events; NULL for personal usage. */
@@ -301,7 +384,7 @@ export type Database = {
         Relationships: [
         ]
       }
-      /** Tenant usage per UTC day and action, all users together: the smallest rollup for tenant dashboards and billing. */
+      /** Tenant usage per UTC day and action, all users together, up to the last fold; plus usage_rollup_deltas it is exact. */
       usage_rollup_tenant_daily: {
         Row: {
           /** Action of the events. */
@@ -310,6 +393,8 @@ export type Database = {
           day: string
           /** Number of events. */
           events: number
+          /** Row id: the primary key (replica identity for publications). */
+          id: number
           /** Module of the events: the action's first segment. */
           module_id: string
           /** Tenant of the events (personal usage is not in this table). */
@@ -328,6 +413,8 @@ export type Database = {
           day: string
           /** Number of events. */
           events: number
+          /** Row id: the primary key (replica identity for publications). */
+          id?: number
           /** Module of the events: the action's first segment. */
           module_id: string
           /** Tenant of the events (personal usage is not in this table). */
@@ -346,6 +433,8 @@ export type Database = {
           day?: string
           /** Number of events. */
           events?: number
+          /** Row id: the primary key (replica identity for publications). */
+          id?: number
           /** Module of the events: the action's first segment. */
           module_id?: string
           /** Tenant of the events (personal usage is not in this table). */
