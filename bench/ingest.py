@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,8 @@ def enqueue(recorder: Recorder, tenant: uuid.UUID, user: uuid.UUID, rows: int) -
     return rows / (time.perf_counter() - started), caller_s / rows * 1e6
 
 
-def direct_writers(url: str, writers: list[tuple[uuid.UUID, uuid.UUID]], seconds: float) -> float:
-    """Events/s of one connection per (tenant, user), each signed in as its user, one insert and commit at a time."""
+def direct_writers(url: str, writers: list[tuple[uuid.UUID, uuid.UUID]], seconds: float) -> tuple[int, float]:
+    """Events committed, and seconds: a connection per (tenant, user), signed in as the user, one insert per commit."""
     started = threading.Barrier(len(writers) + 1)
     stop = threading.Event()
     written = [0] * len(writers)
@@ -159,7 +160,7 @@ def direct_writers(url: str, writers: list[tuple[uuid.UUID, uuid.UUID]], seconds
     stop.set()
     for thread in threads:
         thread.join()
-    return sum(written) / (time.perf_counter() - began)
+    return sum(written), time.perf_counter() - began
 
 
 def add_writers(owner: psycopg.Connection[Any], count: int) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
@@ -182,25 +183,34 @@ def add_writers(owner: psycopg.Connection[Any], count: int) -> tuple[list[uuid.U
     return users, tenants
 
 
-def contention(url: str, owner: psycopg.Connection[Any], writers: int, seconds: float) -> dict[str, float]:
-    """Direct writers into one tenant and spread over `writers` tenants, with and without the rollup trigger."""
+def contention(url: str, owner: psycopg.Connection[Any], writers: int, seconds: float, rounds: int) -> dict[str, float]:
+    """Direct writers into one tenant and spread over `writers` tenants, with and without the rollup trigger.
+
+    The four sides take turns for `rounds` rounds (`seconds` per side in all), so load from
+    elsewhere on the machine falls on every side alike.
+    """
     users, tenants = add_writers(owner, writers)
     sides = {
         "single_tenant": [(tenants[-1], user) for user in users],
         "spread": list(zip(tenants, users, strict=False)),
     }
-    rates: dict[str, float] = {}
-    for rollups in (True, False):
-        toggle = "enable" if rollups else "disable"
-        owner.execute(
-            pgsql.SQL("alter table public.usage_events {} trigger {}").format(
-                pgsql.SQL(toggle), pgsql.Identifier(ROLLUP_TRIGGER)
+    events: dict[str, float] = defaultdict(float)
+    elapsed: dict[str, float] = defaultdict(float)
+    for _ in range(rounds):
+        for rollups in (True, False):
+            toggle = "enable" if rollups else "disable"
+            owner.execute(
+                pgsql.SQL("alter table public.usage_events {} trigger {}").format(
+                    pgsql.SQL(toggle), pgsql.Identifier(ROLLUP_TRIGGER)
+                )
             )
-        )
-        for side, pairs in sides.items():
-            empty_table(owner)
-            rates[side if rollups else f"{side}_raw"] = direct_writers(url, pairs, seconds)
-    return rates
+            for side, pairs in sides.items():
+                empty_table(owner)
+                key = side if rollups else f"{side}_raw"
+                written, took = direct_writers(url, pairs, seconds / rounds)
+                events[key] += written
+                elapsed[key] += took
+    return {key: events[key] / elapsed[key] for key in events}
 
 
 def count(conn: psycopg.Connection[Any]) -> int:
@@ -215,6 +225,7 @@ def main() -> None:
     parser.add_argument("--group-rows", type=int, default=19_200)
     parser.add_argument("--writers", type=int, default=32, help="direct writers for single_tenant_vs_spread")
     parser.add_argument("--contention-seconds", type=float, default=8.0, help="duration of each direct-writer side")
+    parser.add_argument("--contention-rounds", type=int, default=4, help="turns the direct-writer sides take")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
@@ -254,7 +265,7 @@ def main() -> None:
             results["enqueue"], results["enqueue_us"] = enqueue(recorder, tenant_id, user_id, args.rows)
             assert count(owner) == args.rows
         console.print(f"direct writers: {args.writers} connections, {args.contention_seconds:g} s per side")
-        results.update(contention(url, owner, args.writers, args.contention_seconds))
+        results.update(contention(url, owner, args.writers, args.contention_seconds, args.contention_rounds))
 
     table = Table(title=f"Ingest ({description})", title_justify="left")
     for column in ("path", "rows/s", "vs COPY", "vs naive"):
