@@ -70,13 +70,13 @@ select count(*) from (
 -- Move the unfolded deltas into the rollups now; NULL when another fold is running.
 select private.fold_usage_rollups_v1()
 
--- lock_usage_for_rebuild --
--- Hold writers off while the rollups are rebuilt, so no event lands between the delete and the insert.
-lock table public.usage_events in share mode
-
 -- lock_rollups_for_rebuild --
--- Then wait for a running fold (the fold's lock, taken after the table lock as every writer takes them).
+-- First wait for a running fold and keep others out (writers only try this lock, so none waits for it).
 select pg_advisory_xact_lock('public.usage_rollup_deltas'::regclass::oid::int, 0)
+
+-- lock_usage_for_rebuild --
+-- Then hold writers off while the rollups are rebuilt, so no event lands between the delete and the insert.
+lock table public.usage_events in share mode
 
 -- clear_rollups --
 -- Forget the rollups and the unfolded deltas (the rebuild refills the rollups in the same transaction).

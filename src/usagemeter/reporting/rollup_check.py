@@ -33,8 +33,8 @@ def fold(conn: psycopg.Connection[Any]) -> int | None:
 def rebuild(conn: psycopg.Connection[Any]) -> int:
     """Recompute the rollups from the raw events (no deltas left); returns the number of hourly rows written."""
     with conn.transaction():
-        conn.execute(queries["lock_usage_for_rebuild"])
         conn.execute(queries["lock_rollups_for_rebuild"])
+        conn.execute(queries["lock_usage_for_rebuild"])
         conn.execute(queries["clear_rollups"])
         hours = conn.execute(queries["rebuild_hourly_rollup"]).rowcount
         conn.execute(queries["rebuild_daily_rollup"])
