@@ -317,3 +317,48 @@ def test_concurrent_record_many_batches_do_not_deadlock(database_url: str, owner
     assert in_threads(*(batches(order) for order in orders)) == []
     assert factories.count_events(owner) == 4 * 15 * 400
     assert rollup_check.differences(owner) == 0
+
+
+DELETE_ONE_EVENT = (
+    "delete from public.usage_events where ctid in (select ctid from public.usage_events where tenant_id = %s limit 1)"
+)
+
+
+def test_every_snapshot_is_exact_while_writers_and_folds_run(database_url: str, owner: psycopg.Connection[Any]) -> None:
+    tenants, alice = [factories.add_tenant(owner), factories.add_tenant(owner)], factories.add_user(owner)
+    writing = threading.Event()
+    writing.set()
+    checked: list[int] = []
+    folded: list[int | None] = []
+
+    def writer(tenant: uuid.UUID) -> Callable[[], None]:
+        def write() -> None:
+            with db.connect(database_url, autocommit=True) as conn:
+                for i in range(300):
+                    factories.add_event(conn, tenant_id=tenant, user_id=alice, tokens_input=i)
+                    if i % 7 == 0:  # corrections too
+                        conn.execute(DELETE_ONE_EVENT, (tenant,))
+
+        return write
+
+    def folder() -> None:
+        with db.connect(database_url, autocommit=True) as conn:
+            while writing.is_set():
+                folded.append(rollup_check.fold(conn))
+
+    def checker() -> None:
+        with db.connect(database_url, autocommit=True) as conn:
+            while writing.is_set():
+                checked.append(rollup_check.differences(conn))  # one statement: one snapshot
+
+    def writers() -> None:
+        try:
+            assert in_threads(*(writer(tenant) for tenant in tenants + tenants)) == []
+        finally:
+            writing.clear()
+
+    assert in_threads(writers, folder, checker) == []
+    assert len(checked) > 3
+    assert set(checked) == {0}
+    assert sum(n or 0 for n in folded) > 0  # folds ran between the checks
+    assert rollup_check.differences(owner) == 0
