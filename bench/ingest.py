@@ -7,7 +7,10 @@ Same table, same indexes, emptied before each phase:
 (b) naive: one INSERT + commit per event, what a spec-level recordUsage does;
 (c) record_many in batches of 1000 as a signed-in user (RLS on);
 (d) 32 threads calling record() as that user, sharing commits (group commit);
-(e) enqueue(): throughput until flushed, and the caller's cost per call.
+(e) enqueue(): throughput until flushed, and the caller's cost per call;
+(f) 32 connections, each its own user signed in (role authenticated), committing one-event
+    inserts for a fixed time: all into one tenant, then each into its own tenant
+    (single_tenant_vs_spread), and both again without the rollup trigger (the raw limit).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
+from psycopg import sql as pgsql
 from rich.console import Console
 from rich.table import Table
 
@@ -39,12 +44,21 @@ NAIVE_INSERT = (
     "insert into public.usage_events (tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata)"
     " values (%s, %s, %s, %s, %s, %s, %s)"
 )
+DIRECT_INSERT = (
+    "insert into public.usage_events (tenant_id, user_id, action, tokens_input, tokens_output)"
+    " values (%s, %s, %s, %s, %s)"
+)
+SIGN_IN = "select set_config('role', 'authenticated', false), set_config('request.jwt.claims', %s, false)"
+ROLLUP_TRIGGER = "usage_rollup_after_insert"
 ACTION = "agency:scope:generate"
 METADATA = {"model": "gpt-bench", "request": "r-000000"}
 
 
 def empty_table(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("truncate public.usage_events")
+    conn.execute(
+        "truncate public.usage_events, public.usage_rollup_deltas, public.usage_rollup_hourly,"
+        " public.usage_rollup_daily, public.usage_rollup_tenant_daily"
+    )
     conn.execute("checkpoint")
 
 
@@ -123,6 +137,82 @@ def enqueue(recorder: Recorder, tenant: uuid.UUID, user: uuid.UUID, rows: int) -
     return rows / (time.perf_counter() - started), caller_s / rows * 1e6
 
 
+def direct_writers(url: str, writers: list[tuple[uuid.UUID, uuid.UUID]], seconds: float) -> tuple[int, float]:
+    """Events committed, and seconds: a connection per (tenant, user), signed in as the user, one insert per commit."""
+    started = threading.Barrier(len(writers) + 1)
+    stop = threading.Event()
+    written = [0] * len(writers)
+
+    def writer(index: int, tenant: uuid.UUID, user: uuid.UUID) -> None:
+        with db.connect(url, autocommit=True) as conn:
+            conn.execute(SIGN_IN, (json.dumps({"sub": str(user), "role": "authenticated"}),))
+            started.wait()
+            while not stop.is_set():
+                conn.execute(DIRECT_INSERT, (tenant, user, ACTION, written[index] % 4000, 100))
+                written[index] += 1
+
+    threads = [threading.Thread(target=writer, args=(i, *pair)) for i, pair in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return sum(written), time.perf_counter() - began
+
+
+def add_writers(owner: psycopg.Connection[Any], count: int) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """`count` users, a tenant for each (they are its members), and one more tenant all of them belong to."""
+    users = [
+        row[0]
+        for row in owner.execute(
+            "insert into auth.users (id) select gen_random_uuid() from generate_series(1, %s) returning id", (count,)
+        )
+    ]
+    tenants = [row[0] for row in owner.execute(
+        "insert into public.tenants (name, slug) select 'Writer ' || i, 'writer-' || i from generate_series(0, %s) as i"
+        " returning id", (count,))]  # fmt: skip
+    with owner.cursor() as cur:
+        cur.executemany(
+            "insert into public.tenant_members (tenant_id, user_id) values (%s, %s)",
+            [(tenant, user) for tenant, user in zip(tenants, users, strict=False)]
+            + [(tenants[-1], user) for user in users],
+        )
+    return users, tenants
+
+
+def contention(url: str, owner: psycopg.Connection[Any], writers: int, seconds: float, rounds: int) -> dict[str, float]:
+    """Direct writers into one tenant and spread over `writers` tenants, with and without the rollup trigger.
+
+    The four sides take turns for `rounds` rounds (`seconds` per side in all), so load from
+    elsewhere on the machine falls on every side alike.
+    """
+    users, tenants = add_writers(owner, writers)
+    sides = {
+        "single_tenant": [(tenants[-1], user) for user in users],
+        "spread": list(zip(tenants, users, strict=False)),
+    }
+    events: dict[str, float] = defaultdict(float)
+    elapsed: dict[str, float] = defaultdict(float)
+    for _ in range(rounds):
+        for rollups in (True, False):
+            toggle = "enable" if rollups else "disable"
+            owner.execute(
+                pgsql.SQL("alter table public.usage_events {} trigger {}").format(
+                    pgsql.SQL(toggle), pgsql.Identifier(ROLLUP_TRIGGER)
+                )
+            )
+            for side, pairs in sides.items():
+                empty_table(owner)
+                key = side if rollups else f"{side}_raw"
+                written, took = direct_writers(url, pairs, seconds / rounds)
+                events[key] += written
+                elapsed[key] += took
+    return {key: events[key] / elapsed[key] for key in events}
+
+
 def count(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("select count(*) from public.usage_events").fetchone()
     return int(row[0]) if row else 0
@@ -133,6 +223,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="rows for COPY, batches and enqueue")
     parser.add_argument("--naive-rows", type=int, default=2_000)
     parser.add_argument("--group-rows", type=int, default=19_200)
+    parser.add_argument("--writers", type=int, default=32, help="direct writers for single_tenant_vs_spread")
+    parser.add_argument("--contention-seconds", type=float, default=8.0, help="duration of each direct-writer side")
+    parser.add_argument("--contention-rounds", type=int, default=4, help="turns the direct-writer sides take")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
@@ -171,6 +264,8 @@ def main() -> None:
             console.print(f"enqueue: {args.rows:,} rows")
             results["enqueue"], results["enqueue_us"] = enqueue(recorder, tenant_id, user_id, args.rows)
             assert count(owner) == args.rows
+        console.print(f"direct writers: {args.writers} connections, {args.contention_seconds:g} s per side")
+        results.update(contention(url, owner, args.writers, args.contention_seconds, args.contention_rounds))
 
     table = Table(title=f"Ingest ({description})", title_justify="left")
     for column in ("path", "rows/s", "vs COPY", "vs naive"):
@@ -187,6 +282,17 @@ def main() -> None:
         table.add_row(label, f"{rate:,.0f}", f"{rate / results['copy']:.2f}x", f"{rate / results['naive']:.1f}x")
     console.print(table)
     console.print(f"enqueue caller cost: {results['enqueue_us']:.1f} µs per call")
+    direct = Table(title=f"(f) {args.writers} direct writers, one event per commit", title_justify="left")
+    for column in ("tenants", "rows/s with rollups", "rows/s raw limit (no rollup trigger)", "vs raw"):
+        direct.add_column(column, justify="right" if column != "tenants" else "left")
+    for side, label in (("single_tenant", "one tenant"), ("spread", f"{args.writers} tenants")):
+        rate, raw = results[side], results[f"{side}_raw"]
+        direct.add_row(label, f"{rate:,.0f}", f"{raw:,.0f}", f"{rate / raw:.2f}x")
+    console.print(direct)
+    console.print(
+        f"single_tenant_vs_spread: {results['single_tenant'] / results['spread']:.2f}"
+        f" (raw limit: {results['single_tenant_raw'] / results['spread_raw']:.2f})"
+    )
     harness.print_summary(
         {
             "server": description,
@@ -199,6 +305,12 @@ def main() -> None:
             "batch_vs_copy": round(results["batch"] / results["copy"], 3),
             "group_commit_vs_naive": round(results["group_commit"] / results["naive"], 2),
             "enqueue_us_per_call": round(results["enqueue_us"], 2),
+            "single_tenant_rows_per_s": round(results["single_tenant"]),
+            "spread_rows_per_s": round(results["spread"]),
+            "single_tenant_raw_rows_per_s": round(results["single_tenant_raw"]),
+            "spread_raw_rows_per_s": round(results["spread_raw"]),
+            "single_tenant_vs_spread": round(results["single_tenant"] / results["spread"], 3),
+            "single_tenant_vs_spread_raw": round(results["single_tenant_raw"] / results["spread_raw"], 3),
         }
     )
 

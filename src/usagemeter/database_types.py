@@ -108,7 +108,7 @@ class UsageEventsInsert(TypedDict):
 
 
 class UsageRollupDailyRow(BaseModel):
-    """A row of usage_rollup_daily: usage_events aggregated per UTC day, tenant, user and action; maintained with the hourly rollup, always exact."""
+    """A row of usage_rollup_daily: usage_events aggregated per UTC day, tenant, user and action, up to the last fold; plus usage_rollup_deltas it is exact."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -118,6 +118,8 @@ class UsageRollupDailyRow(BaseModel):
     """Start (UTC midnight) of the UTC day the events happened in."""
     events: int
     """Number of events."""
+    id: int
+    """Row id: the primary key (replica identity for publications)."""
     module_id: str
     """Module of the events: the action's first segment."""
     tenant_id: UUID | None
@@ -138,6 +140,49 @@ class UsageRollupDailyInsert(TypedDict):
     action: str
     day: datetime
     events: int
+    id: NotRequired[int]
+    module_id: str
+    tenant_id: NotRequired[UUID | None]
+    tokens_input: int
+    tokens_output: int
+    tokens_total: int
+    user_id: NotRequired[UUID | None]
+
+
+class UsageRollupDeltasRow(BaseModel):
+    """A row of usage_rollup_deltas: Changes to usage_events not yet folded into the rollups: one row per statement, UTC hour, tenant, user and action. Insert-only for writers; usagemeter_private.fold_usage_rollups_v1() moves them into the rollups."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str
+    """Action of the events."""
+    bucket: datetime
+    """Start of the UTC hour the events happened in."""
+    events: int
+    """Change in the number of events (negative for deletions)."""
+    id: int
+    """Delta id, increasing: the trigger folds when a statement's ids pass a multiple of 1000."""
+    module_id: str
+    """Module of the events: the action's first segment."""
+    tenant_id: UUID | None
+    """Tenant of the events; NULL for personal usage. Deleting the tenant deletes its rows."""
+    tokens_input: int
+    """Change in the sum of tokens_input."""
+    tokens_output: int
+    """Change in the sum of tokens_output."""
+    tokens_total: int
+    """Change in the sum of tokens_total."""
+    user_id: UUID | None
+    """User of the events (NULL for tenant-level system events)."""
+
+
+class UsageRollupDeltasInsert(TypedDict):
+    """Columns to insert into usage_rollup_deltas; generated ones are absent."""
+
+    action: str
+    bucket: datetime
+    events: int
+    id: NotRequired[int]
     module_id: str
     tenant_id: NotRequired[UUID | None]
     tokens_input: int
@@ -147,7 +192,7 @@ class UsageRollupDailyInsert(TypedDict):
 
 
 class UsageRollupHourlyRow(BaseModel):
-    """A row of usage_rollup_hourly: usage_events aggregated per UTC hour, tenant, user and action; maintained by triggers on usage_events, always exact."""
+    """A row of usage_rollup_hourly: usage_events aggregated per UTC hour, tenant, user and action, up to the last fold; plus usage_rollup_deltas it is exact."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -157,6 +202,8 @@ class UsageRollupHourlyRow(BaseModel):
     """Start of the UTC hour the events happened in (created_at truncated to the hour)."""
     events: int
     """Number of events."""
+    id: int
+    """Row id: the primary key (replica identity for publications)."""
     module_id: str
     """Module of the events: the action's first segment."""
     tenant_id: UUID | None
@@ -177,6 +224,7 @@ class UsageRollupHourlyInsert(TypedDict):
     action: str
     bucket: datetime
     events: int
+    id: NotRequired[int]
     module_id: str
     tenant_id: NotRequired[UUID | None]
     tokens_input: int
@@ -186,7 +234,7 @@ class UsageRollupHourlyInsert(TypedDict):
 
 
 class UsageRollupTenantDailyRow(BaseModel):
-    """A row of usage_rollup_tenant_daily: Tenant usage per UTC day and action, all users together: the smallest rollup for tenant dashboards and billing."""
+    """A row of usage_rollup_tenant_daily: Tenant usage per UTC day and action, all users together, up to the last fold; plus usage_rollup_deltas it is exact."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -196,6 +244,8 @@ class UsageRollupTenantDailyRow(BaseModel):
     """Start (UTC midnight) of the UTC day the events happened in."""
     events: int
     """Number of events."""
+    id: int
+    """Row id: the primary key (replica identity for publications)."""
     module_id: str
     """Module of the events: the action's first segment."""
     tenant_id: UUID
@@ -214,6 +264,7 @@ class UsageRollupTenantDailyInsert(TypedDict):
     action: str
     day: datetime
     events: int
+    id: NotRequired[int]
     module_id: str
     tenant_id: UUID
     tokens_input: int

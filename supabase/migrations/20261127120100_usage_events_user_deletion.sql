@@ -68,62 +68,31 @@ create trigger usage_events_keep_personal_owner
   when (old.tenant_id is null and new.tenant_id is null and old.user_id is not null and new.user_id is null)
   execute function usagemeter_private.keep_personal_owner_for_cascade_v1();
 
--- Rollup rows of users whose events were deleted or lost their user, once every measure is zero.
--- Such a row contributes nothing to any total, so deleting it never changes one. It looks the
--- rollup tables up by shape (public.usage_rollup_* with user_id and the four measures), not by name.
+-- Rollup rows of a deleted user. Their groups fall to zero by the cascaded statement's own deltas;
+-- folding at once (waiting for the fold's lock, as user deletion is rare) moves those deltas into
+-- the rollups, and the fold deletes every row left without events. So neither a delta nor a rollup
+-- row keeps a deleted user's id. Only when a user of the statement's rows is gone from auth.users:
+-- other updates and deletes (corrections) leave their deltas to the next fold, as inserts do.
 create function usagemeter_private.forget_emptied_rollup_users_v1() returns trigger
 language plpgsql security definer
 set search_path = ''
 as $$
-declare
-  pairs_tenant uuid[];
-  pairs_user uuid[];
-  rollup regclass;
 begin
-  if tg_op = 'DELETE' then
-    select array_agg(tenant_id), array_agg(user_id) into pairs_tenant, pairs_user
-    from (select distinct tenant_id, user_id from removed_rows where user_id is not null) as gone;
-  else
-    select array_agg(o.tenant_id), array_agg(o.user_id) into pairs_tenant, pairs_user
-    from (
-      select distinct o.tenant_id, o.user_id
-      from removed_rows as o join added_rows as n on n.id = o.id
-      where o.user_id is not null and n.user_id is distinct from o.user_id
-    ) as o;
-  end if;
-  if pairs_user is null then
+  if not exists (
+    select from removed_rows as o
+    where o.user_id is not null and not exists (select from auth.users as u where u.id = o.user_id)
+  ) then
     return null;
   end if;
-  for rollup in
-    select c.oid::regclass
-    from pg_catalog.pg_class as c
-    where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') and c.relname like 'usage\_rollup\_%'
-      and (
-        select count(*) from pg_catalog.pg_attribute as a
-        where a.attrelid = c.oid and not a.attisdropped
-          and a.attname in ('tenant_id', 'user_id', 'events', 'tokens_input', 'tokens_output', 'tokens_total')
-      ) = 6
-    order by c.relname
-  loop
-    execute format(
-      'delete from %s as r using unnest($1, $2) as gone(tenant_id, user_id)'
-      ' where r.tenant_id = gone.tenant_id and r.user_id = gone.user_id'
-      ' and r.events = 0 and r.tokens_input = 0 and r.tokens_output = 0 and r.tokens_total = 0',
-      rollup
-    ) using pairs_tenant, pairs_user;
-    execute format(
-      'delete from %s as r'
-      ' where r.tenant_id is null and r.user_id = any (array(select u from unnest($1, $2) as gone(t, u) where t is null))'
-      ' and r.events = 0 and r.tokens_input = 0 and r.tokens_output = 0 and r.tokens_total = 0',
-      rollup
-    ) using pairs_tenant, pairs_user;
-  end loop;
+  -- the fold's own lock, taken waiting: the fold below then holds it (advisory locks nest in a session)
+  perform pg_advisory_xact_lock('public.usage_rollup_deltas'::regclass::oid::int, 0);
+  perform usagemeter_private.fold_usage_rollups_v1();
   return null;
 end
 $$;
 comment on function usagemeter_private.forget_emptied_rollup_users_v1() is
-  'Statement trigger on usage_events, after the rollup triggers: deletes the all-zero rollup rows of users '
-  'whose events were deleted or lost their user_id (a deleted user keeps no row in the rollups).';
+  'Statement trigger on usage_events, after the rollup triggers: when events of a user deleted from auth.users were deleted or lost their user_id, '
+  'folds the deltas at once so no delta or rollup row keeps the user (the fold deletes groups left without events).';
 revoke all on function usagemeter_private.forget_emptied_rollup_users_v1() from public;
 
 -- Named to sort after usage_rollup_after_*: AFTER triggers of one event fire in name order, and the

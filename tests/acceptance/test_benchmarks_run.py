@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
+FEW_DIRECT_WRITERS = ["--writers", "4", "--contention-seconds", "1"]
 BENCHMARKS = {
     "rls_read.py": (
         ["--rows", "3000", "--repeat", "2"],
         ["ours_vs_norls_filtered", "ours_vs_norls_unfiltered", "spec_vs_ours_unfiltered"],
     ),
     "ingest.py": (
-        ["--rows", "2000", "--naive-rows", "50", "--group-rows", "320", "--json"],
-        ["copy_rows_per_s", "batch_vs_copy", "group_commit_vs_naive", "enqueue_us_per_call"],
+        ["--rows", "2000", "--naive-rows", "50", "--group-rows", "320", "--json", *FEW_DIRECT_WRITERS],
+        ["copy_rows_per_s", "batch_vs_copy", "group_commit_vs_naive", "enqueue_us_per_call", "single_tenant_vs_spread"],
     ),
     "reports.py": (
         ["--rows", "5000", "--repeat", "2"],

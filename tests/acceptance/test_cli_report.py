@@ -102,7 +102,10 @@ def test_bad_input_exits_2_with_a_clear_message(database_url: str, arguments: tu
 
 
 def test_rollup_check_and_rebuild(database_url: str, usage: dict[str, Any], owner: psycopg.Connection[Any]) -> None:
-    assert usagemeter("rollup", "--database-url", database_url).returncode == 0
+    folded = usagemeter("rollup", "--database-url", database_url, "--fold")
+    assert folded.returncode == 0
+    assert "folded" in folded.stdout
+    assert owner.execute("select count(*) from public.usage_rollup_deltas").fetchone() == (0,)
     owner.execute("update public.usage_rollup_daily set tokens_input = tokens_input + 1")
     broken = usagemeter("rollup", "--database-url", database_url)
     assert broken.returncode == 1

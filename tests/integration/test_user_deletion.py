@@ -59,6 +59,8 @@ def ledger(owner: psycopg.Connection[Any]) -> Ledger:
 
 
 def tenant_rollup_totals(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each rollup's tenant totals, after a fold (deltas not yet folded are not in the rollup tables)."""
+    assert rollup_check.fold(conn) is not None
     tables = (*ROLLUPS, "usage_rollup_tenant_daily")
     return {
         table: conn.execute(TENANT_ROLLUP_TOTALS.format(pgsql.Identifier("public", table))).fetchall()
@@ -76,7 +78,7 @@ def tenant_summary(conn: psycopg.Connection[Any], ledger: Ledger, **grouping: An
 def rollup_rows_of(conn: psycopg.Connection[Any], user: uuid.UUID) -> int:
     counted = pgsql.SQL("select count(*) from {} where user_id = %s")
     total = 0
-    for table in ROLLUPS:
+    for table in (*ROLLUPS, "usage_rollup_deltas"):
         row = conn.execute(counted.format(pgsql.Identifier("public", table)), (user,)).fetchone()
         assert row is not None
         total += int(row[0])

@@ -19,7 +19,7 @@ create schema private;
 create function private.project_secret() returns text language sql as $$ select 'project secret' $$;
 """
 
-BEFORE_THE_FIX = "20261127120000"
+BEFORE_THE_FIX = "20261127100000"
 
 
 def apply_as_the_supabase_cli(conn: psycopg.Connection[Any], migrations: list[migrate.Migration]) -> None:

@@ -84,7 +84,8 @@ select r.role, t.tbl, p.priv,
     else has_table_privilege(r.role, t.tbl, p.priv) end
 from unnest(array['anon', 'authenticated', 'service_role']) as r(role)
 cross join unnest(array['public.usage_events', 'public.tenants', 'public.tenant_members',
-  'public.usage_rollup_hourly', 'public.usage_rollup_daily', 'public.usage_rollup_tenant_daily']) as t(tbl)
+  'public.usage_rollup_hourly', 'public.usage_rollup_daily', 'public.usage_rollup_tenant_daily',
+  'public.usage_rollup_deltas']) as t(tbl)
 cross join unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) as p(priv)
 order by 1, 2, 3
 """
@@ -99,7 +100,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     **{
         (role, f"public.usage_rollup_{level}"): {"SELECT"}
         for role in ("authenticated", "service_role")
-        for level in ("hourly", "daily", "tenant_daily")
+        for level in ("hourly", "daily", "tenant_daily", "deltas")
     },
 }
 

@@ -74,6 +74,7 @@ def test_the_auth_service_deletes_a_user_with_tenant_and_personal_usage(supabase
         for user in (alice, bob):
             factories.add_event(conn, tenant_id=tenant, user_id=user, tokens_input=10)
             factories.add_event(conn, tenant_id=None, user_id=user, tokens_input=3)
+        assert rollup_check.fold(conn) == 4  # the rollups hold the events, not only the deltas
         tenant_total = conn.execute("select sum(tokens_total) from public.usage_rollup_tenant_daily").fetchone()
 
     auth_service = supabase_url.replace("postgres@", "supabase_auth_admin@", 1)
@@ -93,7 +94,8 @@ def test_the_auth_service_deletes_a_user_with_tenant_and_personal_usage(supabase
 def assert_no_rollup_row_of(conn: psycopg.Connection[Any], user: uuid.UUID) -> None:
     row = conn.execute(
         "select (select count(*) from public.usage_rollup_hourly where user_id = %(u)s)"
-        " + (select count(*) from public.usage_rollup_daily where user_id = %(u)s)",
+        " + (select count(*) from public.usage_rollup_daily where user_id = %(u)s)"
+        " + (select count(*) from public.usage_rollup_deltas where user_id = %(u)s)",
         {"u": user},
     ).fetchone()
     assert row == (0,)

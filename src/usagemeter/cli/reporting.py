@@ -98,14 +98,19 @@ def report(
 
 def rollup_command(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Recompute the rollup from the raw events")] = False,
+    fold: Annotated[bool, typer.Option("--fold", help="Move the unfolded deltas into the rollups first")] = False,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Check that the rollups equal the raw events (exit 1 if not); --rebuild recomputes them.
+    """Check that the rollups equal the raw events (exit 1 if not); --fold folds, --rebuild recomputes them.
 
-    Triggers keep the rollups exact as events are written, so there is nothing to catch up on; a
-    rebuild repairs it after a TRUNCATE or a restore made without triggers.
+    Triggers keep the rollups plus their deltas exact as events are written, and fold the deltas
+    every 1000, so there is nothing to catch up on; --fold only makes the delta table small now.
+    A rebuild repairs the rollups after a TRUNCATE or a restore made without triggers.
     """
     with reported_errors(), database(database_url) as url, db.connect(url, autocommit=True) as conn:
+        if fold:
+            folded = rollup_check.fold(conn)
+            out.print("another fold is running" if folded is None else f"folded {folded:,} deltas")
         if rebuild:
             written = rollup_check.rebuild(conn)
             out.print(f"rebuilt the rollups: {written:,} hourly rows")

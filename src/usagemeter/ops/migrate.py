@@ -214,7 +214,7 @@ def _refuse_foreign_tables(conn: psycopg.Connection[Any], pending: Sequence[Migr
 
 
 # The first migration puts its helpers in a schema named `private` and grants `authenticated` USAGE
-# on it; 20261127120000 moves them to usagemeter_private, revokes that grant and drops `private`.
+# on it; 20261127100000 moves them to usagemeter_private, revokes that grant and drops `private`.
 _GRANTS_ON_PRIVATE = "20261126090000"
 
 

@@ -3,7 +3,7 @@
 -- placeholders bound by psycopg; no SQL is ever built from values.
 
 -- rollup_differences --
--- Groups where a rollup and the raw events disagree (none when the triggers did their job).
+-- Groups where a rollup plus the unfolded deltas and the raw events disagree (none when the triggers did their job).
 with raw as (
   select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action,
          count(*)::bigint as events, sum(tokens_input)::bigint as tokens_input,
@@ -18,15 +18,41 @@ with raw as (
   select bucket, tenant_id, action, sum(events)::bigint as events, sum(tokens_input)::bigint as tokens_input,
          sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total
   from raw_days where tenant_id is not null group by 1, 2, 3
-), tenant_days as (
-  select day, tenant_id, action, events, tokens_input, tokens_output, tokens_total
-  from public.usage_rollup_tenant_daily where events <> 0
-), hours as (
+), deltas as (
   select bucket, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
-  from public.usage_rollup_hourly where events <> 0
+  from public.usage_rollup_deltas
+), hours as (
+  select bucket, tenant_id, user_id, action, sum(events)::bigint as events,
+         sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
+         sum(tokens_total)::bigint as tokens_total
+  from (select bucket, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
+        from public.usage_rollup_hourly
+        union all table deltas) as folded_and_not
+  group by 1, 2, 3, 4
+  having (sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)) <> (0, 0, 0, 0)
 ), days as (
-  select day, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
-  from public.usage_rollup_daily where events <> 0
+  select day, tenant_id, user_id, action, sum(events)::bigint as events,
+         sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
+         sum(tokens_total)::bigint as tokens_total
+  from (select day, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
+        from public.usage_rollup_daily
+        union all
+        select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, events, tokens_input, tokens_output,
+               tokens_total
+        from deltas) as folded_and_not
+  group by 1, 2, 3, 4
+  having (sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)) <> (0, 0, 0, 0)
+), tenant_days as (
+  select day, tenant_id, action, sum(events)::bigint as events,
+         sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
+         sum(tokens_total)::bigint as tokens_total
+  from (select day, tenant_id, action, events, tokens_input, tokens_output, tokens_total
+        from public.usage_rollup_tenant_daily
+        union all
+        select date_trunc('day', bucket, 'UTC'), tenant_id, action, events, tokens_input, tokens_output, tokens_total
+        from deltas where tenant_id is not null) as folded_and_not
+  group by 1, 2, 3
+  having (sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)) <> (0, 0, 0, 0)
 )
 select count(*) from (
   select 'hour', bucket, tenant_id, user_id, action
@@ -40,12 +66,21 @@ select count(*) from (
     as mismatched_tenant_days
 ) as differing_groups
 
+-- fold_rollups --
+-- Move the unfolded deltas into the rollups now; NULL when another fold is running.
+select usagemeter_private.fold_usage_rollups_v1()
+
+-- lock_rollups_for_rebuild --
+-- First wait for a running fold and keep others out (writers only try this lock, so none waits for it).
+select pg_advisory_xact_lock('public.usage_rollup_deltas'::regclass::oid::int, 0)
+
 -- lock_usage_for_rebuild --
--- Hold writers off while the rollups are rebuilt, so no event lands between the delete and the insert.
+-- Then hold writers off while the rollups are rebuilt, so no event lands between the delete and the insert.
 lock table public.usage_events in share mode
 
 -- clear_rollups --
--- Forget both rollups (the rebuild refills them in the same transaction).
+-- Forget the rollups and the unfolded deltas (the rebuild refills the rollups in the same transaction).
+delete from public.usage_rollup_deltas;
 delete from public.usage_rollup_hourly;
 delete from public.usage_rollup_daily;
 delete from public.usage_rollup_tenant_daily

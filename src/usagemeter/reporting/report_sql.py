@@ -73,19 +73,28 @@ TENANT_DAILY_ROWS = sql.SQL(
     "select e.day as created_at, e.tenant_id, null::uuid as user_id, e.action, e.module_id, e.events,"
     " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_tenant_daily as e where {}"
 )
+# Changes not yet folded into the rollups: added to any rollup part, they make it exact.
+DELTA_ROWS = sql.SQL(
+    "select e.bucket as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_deltas as e where {}"
+)
 
 Source = Literal["raw", "hourly", "daily"]
 
-# The pieces a summary's rows can come from: (table, its time column, start parameter, end parameter).
-SOURCE_PARTS: dict[str, tuple[sql.SQL, str, str, str]] = {
-    "raw": (RAW_ROWS, "created_at", "start", "end"),
-    "raw_head": (RAW_ROWS, "created_at", "start", "full_start"),
-    "raw_tail": (RAW_ROWS, "created_at", "full_end", "end"),
-    "hours": (HOURLY_ROWS, "bucket", "full_start", "full_end"),
-    "hours_head": (HOURLY_ROWS, "bucket", "full_start", "day_start"),
-    "hours_tail": (HOURLY_ROWS, "bucket", "day_end", "full_end"),
-    "days": (DAILY_ROWS, "day", "day_start", "day_end"),
-    "tenant_days": (TENANT_DAILY_ROWS, "day", "day_start", "day_end"),
+# The pieces a summary's rows can come from, each as (table, its time column, start parameter,
+# end parameter); a rollup piece always comes with the unfolded deltas of the same range.
+SOURCE_PARTS: dict[str, tuple[tuple[sql.SQL, str, str, str], ...]] = {
+    "raw": ((RAW_ROWS, "created_at", "start", "end"),),
+    "raw_head": ((RAW_ROWS, "created_at", "start", "full_start"),),
+    "raw_tail": ((RAW_ROWS, "created_at", "full_end", "end"),),
+    "hours": ((HOURLY_ROWS, "bucket", "full_start", "full_end"), (DELTA_ROWS, "bucket", "full_start", "full_end")),
+    "hours_head": (
+        (HOURLY_ROWS, "bucket", "full_start", "day_start"),
+        (DELTA_ROWS, "bucket", "full_start", "day_start"),
+    ),
+    "hours_tail": ((HOURLY_ROWS, "bucket", "day_end", "full_end"), (DELTA_ROWS, "bucket", "day_end", "full_end")),
+    "days": ((DAILY_ROWS, "day", "day_start", "day_end"), (DELTA_ROWS, "bucket", "day_start", "day_end")),
+    "tenant_days": ((TENANT_DAILY_ROWS, "day", "day_start", "day_end"), (DELTA_ROWS, "bucket", "day_start", "day_end")),
 }
 
 
@@ -94,11 +103,13 @@ def events_source(scope: Scope, filters: Sequence[str], parts: Sequence[str]) ->
 
     The caller picks the parts that cover [start, end) exactly once and are not empty: e.g. the
     daily rollup's whole UTC days, hourly rows for the whole hours around them, raw events for
-    the partial hours at either end.
+    the partial hours at either end. Every rollup part brings the deltas of its range (hour
+    buckets, so they fall in the right day too): read in the same snapshot, the sum is exact.
     """
     return sql.SQL(" union all ").join(
         table.format(where_clause(scope, filters, time_column=column, start=start, end=end))
-        for table, column, start, end in (SOURCE_PARTS[part] for part in parts)
+        for part in parts
+        for table, column, start, end in SOURCE_PARTS[part]
     )
 
 

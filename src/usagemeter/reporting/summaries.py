@@ -3,8 +3,9 @@
     summarize(conn, Identity.user(uid), SummaryQuery(scope="all", start=..., end=..., group_by=["action"]))
 
 A summary reads the coarsest exact source for its range: the daily rollups (or the tenant-wide
-one), hourly rollups around them, and raw events for partial hours at the edges. The rollups are
-kept exact by triggers, so every source gives the numbers the raw events would.
+one), hourly rollups around them, and raw events for partial hours at the edges; each rollup with
+the deltas not yet folded into it. Rollups plus deltas are exact at every commit (triggers append
+the deltas), so every source gives the numbers the raw events would.
 """
 
 from __future__ import annotations

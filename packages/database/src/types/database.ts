@@ -117,6 +117,7 @@ export type Database = {
           action: string
           day: string
           events: number
+          id: number
           module_id: string
           tenant_id: string | null
           tokens_input: number
@@ -128,6 +129,7 @@ export type Database = {
           action: string
           day: string
           events: number
+          id?: never
           module_id: string
           tenant_id?: string | null
           tokens_input: number
@@ -139,6 +141,46 @@ export type Database = {
           action?: string
           day?: string
           events?: number
+          id?: never
+          module_id?: string
+          tenant_id?: string | null
+          tokens_input?: number
+          tokens_output?: number
+          tokens_total?: number
+          user_id?: string | null
+        }
+        Relationships: []
+      }
+      usage_rollup_deltas: {
+        Row: {
+          action: string
+          bucket: string
+          events: number
+          id: number
+          module_id: string
+          tenant_id: string | null
+          tokens_input: number
+          tokens_output: number
+          tokens_total: number
+          user_id: string | null
+        }
+        Insert: {
+          action: string
+          bucket: string
+          events: number
+          id?: never
+          module_id: string
+          tenant_id?: string | null
+          tokens_input: number
+          tokens_output: number
+          tokens_total: number
+          user_id?: string | null
+        }
+        Update: {
+          action?: string
+          bucket?: string
+          events?: number
+          id?: never
           module_id?: string
           tenant_id?: string | null
           tokens_input?: number
@@ -153,6 +195,7 @@ export type Database = {
           action: string
           bucket: string
           events: number
+          id: number
           module_id: string
           tenant_id: string | null
           tokens_input: number
@@ -164,6 +207,7 @@ export type Database = {
           action: string
           bucket: string
           events: number
+          id?: never
           module_id: string
           tenant_id?: string | null
           tokens_input: number
@@ -175,6 +219,7 @@ export type Database = {
           action?: string
           bucket?: string
           events?: number
+          id?: never
           module_id?: string
           tenant_id?: string | null
           tokens_input?: number
@@ -189,6 +234,7 @@ export type Database = {
           action: string
           day: string
           events: number
+          id: number
           module_id: string
           tenant_id: string
           tokens_input: number
@@ -199,6 +245,7 @@ export type Database = {
           action: string
           day: string
           events: number
+          id?: never
           module_id: string
           tenant_id: string
           tokens_input: number
@@ -209,6 +256,7 @@ export type Database = {
           action?: string
           day?: string
           events?: number
+          id?: never
           module_id?: string
           tenant_id?: string
           tokens_input?: number
