@@ -17,12 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
+from psycopg import errors as pgerrors
 from psycopg.rows import dict_row
 from pydantic import Field, field_validator
 
 from usagemeter.db import Identity, acting_as
 from usagemeter.reporting import report_sql
-from usagemeter.reporting.filters import UsageFilter
+from usagemeter.reporting.filters import ReportError, UsageFilter, time_zone
 
 Bucket = Literal["hour", "day", "week", "month"]
 GroupKey = report_sql.GroupKey
@@ -47,9 +48,9 @@ class SummaryQuery(UsageFilter):
     @classmethod
     def _known_zone(cls, tz: str) -> str:
         try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {tz!r} (expected an IANA name such as Europe/Paris)") from None
+            time_zone(tz)
+        except ReportError as failure:
+            raise ValueError(str(failure).removeprefix("tz: ")) from None
         return tz
 
 
@@ -146,16 +147,25 @@ def summary_source(query: SummaryQuery) -> report_sql.Source:
 
 
 def summarize(conn: psycopg.Connection[Any], identity: Identity, query: SummaryQuery) -> list[SummaryRow]:
-    """Totals as `identity` sees them (RLS applies); with a bucket, every bucket of the range, zeros included."""
+    """Totals as `identity` sees them (RLS applies); with a bucket, every bucket of the range, zeros included.
+
+    Raises ReportError when the server does not accept the time zone.
+    """
     plan = source_plan(query)
     statement = report_sql.summary_query(
         query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, parts=plan.parts
     )
     params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": plan.full_start,
               "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end}  # fmt: skip
-    with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(report_sql.USE_TIME_ZONE, params)
-        rows = cur.execute(statement, params).fetchall()
+    try:
+        with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(report_sql.USE_TIME_ZONE, params)
+            rows = cur.execute(statement, params).fetchall()
+    except pgerrors.InvalidParameterValue as failure:
+        refusal = failure.diag.message_primary or ""
+        if "time zone" not in refusal.lower() and "timezone" not in refusal.lower():
+            raise  # only setting TimeZone refuses a value this way: buckets are validated
+        raise ReportError(f"tz: the database does not accept time zone {query.tz!r} ({refusal})") from None
     key_names = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by]
     zone = zoneinfo.ZoneInfo(query.tz)
     result = []
