@@ -129,6 +129,7 @@ def assert_one_clean_error(result: subprocess.CompletedProcess[str], flag: str) 
         (("--to", "9999-12-31T23:00", "--tz", "America/Los_Angeles"), "--to"),
         (("--from", "0001-01-01", "--tz", "Asia/Tokyo"), "--from"),
         (("--tz", "right/UTC", "--bucket", "day"), "--tz"),
+        (("--from", "1990-01-01", "--to", "2030-01-01", "--bucket", "hour", "--by", "action,user"), "--bucket"),
         (("--top", "0"), "--top"),
     ],
 )
