@@ -130,6 +130,10 @@ def test_export_memory_does_not_grow_with_the_number_of_events(
     [
         (("--metadata", '{"a":' * 5000 + "1" + "}" * 5000), "--metadata", "nested too deeply"),
         (("--metadata", '{"a":' * 200 + "1" + "}" * 200), "--metadata", "nested too deeply"),
+        (("--metadata", '{"a": 1e999}'), "--metadata", "numbers must be finite"),
+        (("--metadata", '{"a": NaN}'), "--metadata", "numbers must be finite"),
+        (("--metadata", '{"a": "\\u0000"}'), "--metadata", "NUL"),
+        (("--metadata", '{"a": "\\ud800"}'), "--metadata", "valid Unicode"),
         (("--output", "/nonexistent/x.csv"), "--output", "/nonexistent/x.csv"),
         (("--from", "0001-01-01", "--tz", "Asia/Tokyo"), "--from", "earliest"),
     ],

@@ -306,6 +306,9 @@ def test_listing_filters(owner: psycopg.Connection[Any]) -> None:
     factories.add_event(owner, tenant_id=None, user_id=user, action="agency:scope:generate", metadata={"model": "a"})
     factories.add_event(owner, tenant_id=None, user_id=user, action="agency:proposal:generate", metadata={"model": "b"})
     factories.add_event(owner, tenant_id=None, user_id=user, action="chat:message:send", metadata={"model": "a"})
+    factories.add_event(
+        owner, tenant_id=None, user_id=user, action="notes:text:add", metadata={"n": "\\u0000 \U0001f600"}
+    )
     now = datetime.now(UTC)
     span: dict[str, Any] = {
         "scope": "user",
@@ -324,6 +327,7 @@ def test_listing_filters(owner: psycopg.Connection[Any]) -> None:
     assert actions(module="chat") == {"chat:message:send"}
     assert actions(metadata={"model": "a"}) == {"agency:scope:generate", "chat:message:send"}
     assert actions(action="chat:message:send", metadata={"model": "b"}) == set()
+    assert actions(metadata={"n": "\\u0000 \U0001f600"}) == {"notes:text:add"}  # escapes as text, not a NUL
 
 
 def test_top_keeps_the_biggest_groups(owner: psycopg.Connection[Any]) -> None:

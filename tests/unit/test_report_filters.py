@@ -48,6 +48,12 @@ def nested(depth: int) -> dict[str, Any]:
         ({"end": datetime.max.replace(tzinfo=UTC)}, r"^end: .*0002-01-01 \(earliest\) to 9999-01-01 \(latest\) UTC"),
         ({"metadata": nested(filters.METADATA_MAX_DEPTH + 1)}, r"^metadata: nested too deeply \(more than 100 levels"),
         ({"metadata": nested(5000)}, r"^metadata: nested too deeply"),
+        ({"metadata": {"a": float("inf")}}, r"^metadata: numbers must be finite"),
+        ({"metadata": {"a": [float("nan")]}}, r"^metadata: numbers must be finite"),
+        ({"metadata": {"a": "x\x00"}}, r"^metadata: strings cannot contain NUL"),
+        ({"metadata": {"\x00": 1}}, r"^metadata: strings cannot contain NUL"),
+        ({"metadata": {"a": "\ud800"}}, r"^metadata: strings must be valid Unicode"),
+        ({"metadata": {"a": {1, 2}}}, r"^metadata: values must be JSON"),
     ],
 )
 def test_bad_summary_parameters_name_the_field(fields: dict[str, Any], message: str) -> None:
@@ -68,6 +74,8 @@ def test_the_whole_reportable_range_is_accepted() -> None:
     query = filters.query_from(summaries.SummaryQuery, scope="all", start=filters.EARLIEST, end=filters.LATEST)
     assert (query.start, query.end) == (filters.EARLIEST, filters.LATEST)
     assert filters.query_from(filters.UsageFilter, **JANUARY, metadata=nested(filters.METADATA_MAX_DEPTH)).metadata
+    text_like_escapes = {"a": "\\u0000 is six characters", "b": "\U0001f600", "\\": "\\\\"}
+    assert filters.query_from(filters.UsageFilter, **JANUARY, metadata=text_like_escapes).metadata == text_like_escapes
 
 
 @pytest.mark.parametrize(

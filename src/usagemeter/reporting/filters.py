@@ -92,9 +92,24 @@ class UsageFilter(BaseModel):
 
     @field_validator("metadata")
     @classmethod
-    def _shallow(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
-        if metadata is not None and metadata_depth(metadata) > METADATA_MAX_DEPTH:
+    def _jsonb(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Refuse what json or jsonb cannot take, so the server never fails on the filter."""
+        if metadata is None:
+            return None
+        if metadata_depth(metadata) > METADATA_MAX_DEPTH:
             raise ValueError(f"nested too deeply (more than {METADATA_MAX_DEPTH} levels)")
+        try:
+            text = json.dumps(metadata, allow_nan=False)
+        except ValueError:
+            raise ValueError("numbers must be finite (JSON has no NaN or Infinity)") from None
+        except TypeError as failure:
+            raise ValueError(f"values must be JSON: {failure}") from None
+        if "\\u0000" in text.replace("\\\\", ""):
+            raise ValueError("strings cannot contain NUL (\\u0000): PostgreSQL text cannot store it")
+        try:
+            json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
         return metadata
 
     @model_validator(mode="after")
