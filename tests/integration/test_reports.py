@@ -402,11 +402,14 @@ def test_too_many_rows_are_refused_after_reading_one_more_than_allowed(owner: ps
 
 def test_a_zone_the_server_refuses_is_a_report_error(owner: psycopg.Connection[Any]) -> None:
     now = datetime.now(UTC)
-    query = summaries.SummaryQuery(scope="all", start=now - timedelta(days=1), end=now, bucket="day")
+    query = summaries.SummaryQuery(scope="all", start=now - timedelta(days=1), end=now)
     leap_seconds = query.model_copy(update={"tz": "right/UTC"})  # past validation, as a zone the server lacks
     with pytest.raises(filters.ReportError, match=r"^tz: the database does not accept time zone 'right/UTC'"):
         summaries.summarize(owner, Identity.service(), leap_seconds)
     assert summaries.summarize(owner, Identity.service(), query)  # the connection is still usable
+    unknown = query.model_copy(update={"tz": "Mars/Olympus", "bucket": "day"})  # refused before the server
+    with pytest.raises(filters.ReportError, match=r"^tz: unknown time zone 'Mars/Olympus'"):
+        summaries.summarize(owner, Identity.service(), unknown)
 
 
 def test_listing_reaches_back_to_the_earliest_reportable_time(owner: psycopg.Connection[Any]) -> None:

@@ -10,7 +10,6 @@ kept exact by triggers, so every source gives the numbers the raw events would.
 from __future__ import annotations
 
 import dataclasses
-import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -118,7 +117,7 @@ def _floor(moment: datetime, unit: timedelta) -> datetime:
 
 def _offsets(query: SummaryQuery) -> set[timedelta]:
     """The zone's UTC offsets over the range (sampled at each UTC day boundary and both ends)."""
-    zone = zoneinfo.ZoneInfo(query.tz)
+    zone = time_zone(query.tz)
     moments = [query.start, query.end]
     day = _ceil(query.start, timedelta(days=1))
     while day < query.end:
@@ -154,7 +153,7 @@ def bucket_count(query: SummaryQuery) -> int:
     """How many buckets the range spans in the query's zone (0 without a bucket), computed without the database."""
     if query.bucket is None:
         return 0
-    zone = zoneinfo.ZoneInfo(query.tz)
+    zone = time_zone(query.tz)
     first, last = query.start.astimezone(zone), (query.end - timedelta(microseconds=1)).astimezone(zone)
     if query.bucket == "hour":  # as the SQL's series: the first local hour, then steps of one hour
         first_hour = first - timedelta(minutes=first.minute, seconds=first.second, microseconds=first.microsecond)
@@ -217,7 +216,7 @@ def summarize(
             " a shorter range, or top (--top N) to keep the biggest groups"
         )
     key_names = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by]
-    zone = zoneinfo.ZoneInfo(query.tz)
+    zone = time_zone(query.tz)
     result = []
     for row in rows:
         keys = {name: row[name] for name in key_names}
