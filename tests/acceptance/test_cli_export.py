@@ -17,6 +17,7 @@ import pytest
 
 from tests import factories
 from tests.acceptance.test_cli_database import usagemeter
+from tests.acceptance.test_cli_report import assert_one_clean_error
 
 YEAR = ("--from", "2026-01-01", "--to", "2027-01-01")
 
@@ -122,3 +123,24 @@ def test_export_memory_does_not_grow_with_the_number_of_events(
     large = peak_rss_kib(database_url, fmt, tmp_path / f"large.{fmt}")
     assert (tmp_path / f"large.{fmt}").stat().st_size > 10 * (tmp_path / f"small.{fmt}").stat().st_size
     assert large - small < 64 * 1024, f"peak memory grew by {(large - small) // 1024} MiB for 14x the events"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "flag", "message"),
+    [
+        (("--metadata", '{"a":' * 5000 + "1" + "}" * 5000), "--metadata", "nested too deeply"),
+        (("--metadata", '{"a":' * 200 + "1" + "}" * 200), "--metadata", "nested too deeply"),
+        (("--metadata", '{"a": 1e999}'), "--metadata", "numbers must be finite"),
+        (("--metadata", '{"a": NaN}'), "--metadata", "numbers must be finite"),
+        (("--metadata", '{"a": "\\u0000"}'), "--metadata", "NUL"),
+        (("--metadata", '{"a": "\\ud800"}'), "--metadata", "valid Unicode"),
+        (("--output", "/nonexistent/x.csv"), "--output", "/nonexistent/x.csv"),
+        (("--from", "0001-01-01", "--tz", "Asia/Tokyo"), "--from", "earliest"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_exit_2(
+    database_url: str, arguments: tuple[str, ...], flag: str, message: str
+) -> None:
+    result = usagemeter("export", "--database-url", database_url, "--all", *arguments)
+    assert_one_clean_error(result, flag)
+    assert message in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,3 +114,29 @@ def test_rollup_check_and_rebuild(database_url: str, usage: dict[str, Any], owne
     rebuilt = usagemeter("rollup", "--database-url", database_url, "--rebuild")
     assert rebuilt.returncode == 0
     assert "the rollups equal the raw events" in rebuilt.stdout
+
+
+def assert_one_clean_error(result: subprocess.CompletedProcess[str], flag: str) -> None:
+    """Exit 2, one error line naming the flag, no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:"), lines[0]
+    assert flag in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "flag"),
+    [
+        (("--to", "9999-12-31T23:00", "--tz", "America/Los_Angeles"), "--to"),
+        (("--from", "0001-01-01", "--tz", "Asia/Tokyo"), "--from"),
+        (("--tz", "right/UTC", "--bucket", "day"), "--tz"),
+        (("--from", "1990-01-01", "--to", "2030-01-01", "--bucket", "hour", "--by", "action,user"), "--bucket"),
+        (("--top", "0"), "--top"),
+    ],
+)
+def test_out_of_range_input_is_one_error_line_and_exit_2(
+    database_url: str, arguments: tuple[str, ...], flag: str
+) -> None:
+    assert_one_clean_error(usagemeter("report", "--database-url", database_url, "--all", *arguments), flag)

@@ -213,6 +213,8 @@ def test_summaries_equal_an_independent_aggregation(
         identity = Identity.service() if viewer is None else Identity.user(viewer)
         got = normalised(summaries.summarize(owner, identity, query))
         assert got == as_utc(expected_summary(world, viewer, query))
+        if query.bucket and not query.group_by:
+            assert len(got) == summaries.bucket_count(query)  # what the cap counts is what the SQL returns
 
 
 @pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata"])
@@ -226,6 +228,7 @@ def test_hour_buckets_are_zero_filled_in_the_zone(owner: psycopg.Connection[Any]
     )
     rows = summaries.summarize(owner, Identity.user(user), query)
     assert len(rows) == 7 if tz == "Asia/Kolkata" else 6  # +05:30 splits the range into one more hour
+    assert len(rows) == summaries.bucket_count(query)
     assert sum(r.events for r in rows) == 1
     hot = next(r for r in rows if r.events)
     assert hot.keys["bucket"].astimezone(ZoneInfo(tz)).minute == 0
@@ -303,6 +306,9 @@ def test_listing_filters(owner: psycopg.Connection[Any]) -> None:
     factories.add_event(owner, tenant_id=None, user_id=user, action="agency:scope:generate", metadata={"model": "a"})
     factories.add_event(owner, tenant_id=None, user_id=user, action="agency:proposal:generate", metadata={"model": "b"})
     factories.add_event(owner, tenant_id=None, user_id=user, action="chat:message:send", metadata={"model": "a"})
+    factories.add_event(
+        owner, tenant_id=None, user_id=user, action="notes:text:add", metadata={"n": "\\u0000 \U0001f600"}
+    )
     now = datetime.now(UTC)
     span: dict[str, Any] = {
         "scope": "user",
@@ -321,33 +327,7 @@ def test_listing_filters(owner: psycopg.Connection[Any]) -> None:
     assert actions(module="chat") == {"chat:message:send"}
     assert actions(metadata={"model": "a"}) == {"agency:scope:generate", "chat:message:send"}
     assert actions(action="chat:message:send", metadata={"model": "b"}) == set()
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({"group_by": ("tenant",)}, "group_by.0"),
-        ({"start": datetime(2026, 2, 1, tzinfo=UTC), "end": datetime(2026, 1, 1, tzinfo=UTC)}, "inverted"),
-        ({"tz": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
-        ({"bucket": "fortnight"}, "bucket"),
-        ({"scope": "tenant"}, "scope 'tenant' needs tenant_id"),
-    ],
-)
-def test_bad_report_parameters_are_clear_errors(fields: dict[str, Any], message: str) -> None:
-    base: dict[str, Any] = {
-        "scope": "all",
-        "start": datetime(2026, 1, 1, tzinfo=UTC),
-        "end": datetime(2026, 2, 1, tzinfo=UTC),
-    }
-    with pytest.raises(filters.ReportError, match=message):
-        filters.query_from(summaries.SummaryQuery, **{**base, **fields})
-
-
-@pytest.mark.parametrize("cursor", ["not-base64!", "bm9wZQ", "WyJ4IiwgInkiXQ"])
-def test_malformed_cursors_are_refused(owner: psycopg.Connection[Any], cursor: str) -> None:
-    query = listing.ListQuery(scope="all", start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 2, 1, tzinfo=UTC))
-    with pytest.raises(filters.ReportError, match="malformed cursor"):
-        listing.list_events(owner, Identity.service(), query, cursor=cursor)
+    assert actions(metadata={"n": "\\u0000 \U0001f600"}) == {"notes:text:add"}  # escapes as text, not a NUL
 
 
 def test_top_keeps_the_biggest_groups(owner: psycopg.Connection[Any]) -> None:
@@ -365,3 +345,86 @@ def test_top_keeps_the_biggest_groups(owner: psycopg.Connection[Any]) -> None:
     )
     rows = summaries.summarize(owner, Identity.user(user), query)
     assert sorted((r.keys["action"], r.tokens_total) for r in rows) == [("a:b:d", 50), ("a:b:e", 501)]
+
+
+def test_top_keeps_the_biggest_groups_in_every_bucket(owner: psycopg.Connection[Any]) -> None:
+    user = factories.add_user(owner)
+    day = datetime(2026, 6, 1, tzinfo=UTC)
+    for action, tokens, days_later in [("a:b:c", 5, 0), ("a:b:d", 50, 1), ("a:b:e", 500, 2), ("a:b:e", 1, 0)]:
+        owner.execute(
+            "insert into public.usage_events (user_id, action, tokens_input, created_at) values (%s, %s, %s, %s)",
+            (user, action, tokens, day + timedelta(days=days_later)),
+        )
+    query = summaries.SummaryQuery(
+        scope="user", user_id=user, start=day, end=day + timedelta(days=3), group_by=("action",), bucket="day", top=2
+    )
+    rows = summaries.summarize(owner, Identity.user(user), query)
+    assert [(r.keys["action"], r.keys["bucket"].day, r.tokens_total) for r in rows] == [
+        ("a:b:d", 1, 0), ("a:b:d", 2, 50), ("a:b:d", 3, 0), ("a:b:e", 1, 1), ("a:b:e", 2, 0), ("a:b:e", 3, 500),
+    ]  # fmt: skip
+
+
+def test_too_many_buckets_are_refused_before_the_database_is_asked(database_url: str) -> None:
+    query = summaries.SummaryQuery(
+        scope="all", start=datetime(1990, 1, 1, tzinfo=UTC), end=datetime(2030, 1, 1, tzinfo=UTC), bucket="hour"
+    )
+    with psycopg.connect(database_url) as conn:
+        pass  # closed: a query would fail with OperationalError, the cap answers first
+    with pytest.raises(
+        filters.ReportError, match=r"^bucket: the range spans 350,640 hour buckets, more than the 10,000"
+    ):
+        summaries.summarize(conn, Identity.service(), query)
+    with pytest.raises(filters.ReportError, match=r"spans 1,461 day buckets, more than the 1,000 allowed"):
+        summaries.summarize(conn, Identity.service(), query.model_copy(update={"bucket": "day",
+            "start": datetime(2026, 1, 1, tzinfo=UTC)}), max_buckets=1000)  # fmt: skip
+
+
+def test_too_many_rows_are_refused_after_reading_one_more_than_allowed(owner: psycopg.Connection[Any]) -> None:
+    user = factories.add_user(owner)
+    for action in ("a:b:c", "a:b:d", "a:b:e"):
+        factories.add_event(owner, tenant_id=None, user_id=user, action=action, tokens_input=len(action))
+    now = datetime.now(UTC)
+    query = summaries.SummaryQuery(
+        scope="user", user_id=user, start=now - timedelta(days=5), end=now + timedelta(days=5), group_by=("action",),
+        bucket="day",
+    )  # fmt: skip
+    identity = Identity.user(user)
+    assert len(summaries.summarize(owner, identity, query, max_rows=33)) == 33  # 11 days x 3 actions
+    too_many = r"^summary: more than the 32 rows allowed \(max_rows; 11 buckets x more than 2 groups\)"
+    with pytest.raises(filters.ReportError, match=too_many):
+        summaries.summarize(owner, identity, query, max_rows=32)
+    assert len(summaries.summarize(owner, identity, query.model_copy(update={"top": 2}), max_rows=32)) == 22
+    totals = query.model_copy(update={"bucket": None})
+    with pytest.raises(filters.ReportError, match=r"^summary: more than the 2 rows allowed \(max_rows\): use a"):
+        summaries.summarize(owner, identity, totals, max_rows=2)
+    assert len(summaries.summarize(owner, identity, totals.model_copy(update={"top": 2}), max_rows=2)) == 2
+
+
+def test_a_zone_the_server_refuses_is_a_report_error(owner: psycopg.Connection[Any]) -> None:
+    now = datetime.now(UTC)
+    query = summaries.SummaryQuery(scope="all", start=now - timedelta(days=1), end=now)
+    leap_seconds = query.model_copy(update={"tz": "right/UTC"})  # past validation, as a zone the server lacks
+    with pytest.raises(filters.ReportError, match=r"^tz: the database does not accept time zone 'right/UTC'"):
+        summaries.summarize(owner, Identity.service(), leap_seconds)
+    assert summaries.summarize(owner, Identity.service(), query)  # the connection is still usable
+    unknown = query.model_copy(update={"tz": "Mars/Olympus", "bucket": "day"})  # refused before the server
+    with pytest.raises(filters.ReportError, match=r"^tz: unknown time zone 'Mars/Olympus'"):
+        summaries.summarize(owner, Identity.service(), unknown)
+
+
+def test_listing_reaches_back_to_the_earliest_reportable_time(owner: psycopg.Connection[Any]) -> None:
+    user = factories.add_user(owner)
+    factories.add_event(owner, tenant_id=None, user_id=user)
+    query = listing.ListQuery(scope="user", user_id=user, start=filters.EARLIEST, end=filters.LATEST)
+    assert len(listing.list_events(owner, Identity.user(user), query).events) == 1
+    year_one = query.model_copy(update={"start": datetime(1, 1, 1, tzinfo=UTC)})  # past validation
+    assert len(listing.list_events(owner, Identity.user(user), year_one).events) == 1
+
+
+def test_a_forged_far_future_cursor_is_a_report_error(owner: psycopg.Connection[Any]) -> None:
+    query = listing.ListQuery(scope="all", start=datetime(2026, 1, 1, tzinfo=UTC), end=filters.LATEST)
+    forged = listing.encode_cursor(datetime.max.replace(tzinfo=UTC), uuid.uuid4())
+    with pytest.raises(filters.ReportError, match=r"^cursor: malformed cursor"):
+        listing.list_events(owner, Identity.service(), query, cursor=forged)
+    latest = listing.encode_cursor(filters.LATEST, uuid.uuid4())  # at the end of the range: read from its end
+    assert listing.list_events(owner, Identity.service(), query, cursor=latest).events == []

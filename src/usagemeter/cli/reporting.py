@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, Any, NoReturn
 
+import psycopg
 import typer
 from rich.progress import Progress, TextColumn
 
@@ -19,13 +19,26 @@ from usagemeter import db
 from usagemeter.cli.common import DatabaseUrlOption, app_database, database, err, fail, out, reported_errors
 from usagemeter.reporting import exporting, filters, rendering, report_sql, rollup_check, summaries
 
+# The flag of each query field, so an error names what the user typed.
+FLAGS = {
+    "start": "--from", "end": "--to", "tz": "--tz", "group_by": "--by", "bucket": "--bucket", "top": "--top",
+    "action_prefix": "--action-prefix", "module": "--module", "by_user": "--by-user", "metadata": "--metadata",
+}  # fmt: skip
+
+
+def _bad_parameter(failure: filters.ReportError) -> NoReturn:
+    """A ReportError is bad input: one line naming the flag, exit 2."""
+    field, separator, rest = str(failure).partition(":")
+    name = field.split(".")[0]
+    fail(f"{FLAGS[name]}{field.removeprefix(name)}{separator}{rest}" if name in FLAGS else str(failure), code=2)
+
 
 def _report_range(start: str | None, end: str | None, tz: str) -> tuple[datetime, datetime]:
     """ISO dates (midnight in `tz`) or date-times; by default the current month in `tz`."""
     try:
-        zone = zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        fail(f"--tz: unknown time zone {tz!r} (expected an IANA name such as Europe/Paris)", code=2)
+        zone = filters.time_zone(tz)
+    except filters.ReportError as failure:
+        _bad_parameter(failure)
 
     def parse(text: str, flag: str) -> datetime:
         try:
@@ -80,10 +93,10 @@ def report(
             group_by=group_by, bucket=bucket, tz=tz, top=top, action_prefix=action_prefix,
         )  # fmt: skip
     except filters.ReportError as failure:
-        fail(str(failure).replace("group_by", "--by"), code=2)
+        _bad_parameter(failure)
     identity = db.Identity.user(as_user) if as_user else db.Identity.service()
     with reported_errors(), app_database(database_url) as url, db.connect_app(url) as conn:
-        rows = summaries.summarize(conn, identity, query)
+        rows = _summary(conn, identity, query)
     key_names = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by] + (["bucket"] if bucket else [])
     if output == "json":
         print(rendering.to_json(rows))
@@ -94,6 +107,16 @@ def report(
         rendering.print_table(rows, key_names, title, out)
     if chart:
         rendering.print_chart(rows, tz, out if output == "table" else err)
+
+
+def _summary(
+    conn: psycopg.Connection[Any], identity: db.Identity, query: summaries.SummaryQuery
+) -> list[summaries.SummaryRow]:
+    """The summary, with a size cap or a zone the server refuses reported as bad input (exit 2)."""
+    try:
+        return summaries.summarize(conn, identity, query)
+    except filters.ReportError as failure:
+        _bad_parameter(failure)
 
 
 def rollup_command(
@@ -149,25 +172,35 @@ def export(
         containment = json.loads(metadata) if metadata is not None else None
     except json.JSONDecodeError as failure:
         fail(f"--metadata: not JSON: {failure.msg}", code=2)
+    except RecursionError:
+        fail(f"--metadata: nested too deeply (more than {filters.METADATA_MAX_DEPTH} levels)", code=2)
     try:
         query = filters.query_from(
             filters.UsageFilter, scope=scope, tenant_id=tenant, user_id=user, start=since, end=until,
             action_prefix=action_prefix, module=module, by_user=by_user, metadata=containment,
         )  # fmt: skip
     except filters.ReportError as failure:
-        fail(str(failure), code=2)
+        _bad_parameter(failure)
     identity = db.Identity.user(as_user) if as_user else db.Identity.service()
     fmt: exporting.ExportFormat = output_format  # type: ignore[assignment]  # checked above
     with (
         reported_errors(),
         app_database(database_url) as url,
         db.connect_app(url) as conn,
-        output.open("wb") if output else nullcontext(sys.stdout.buffer) as sink,
+        _opened(output) if output else nullcontext(sys.stdout.buffer) as sink,
         _row_counter(output is not None and sys.stderr.isatty()) as progress,
     ):
         written = exporting.export_events(conn, identity, query, fmt, sink, progress=progress)
     if output is not None:
         err.print(f"exported {written:,} events to {output}")
+
+
+def _opened(path: Path) -> IO[bytes]:
+    """The output file, open for writing; a path that cannot be written is bad input (exit 2)."""
+    try:
+        return path.open("wb")
+    except OSError as failure:
+        fail(f"--output: cannot write {str(path)!r}: {failure.strerror}", code=2)
 
 
 @contextmanager

@@ -4,18 +4,64 @@ from __future__ import annotations
 
 import json
 import uuid
+import zoneinfo
+from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from usagemeter import errors
 from usagemeter.reporting import report_sql
 
 Scope = report_sql.Scope
 
+# The moments a report may cover. Python's datetime holds years 1 to 9999 and PostgreSQL's
+# timestamptz far more; a year of margin keeps every zone conversion, whole-day rounding and
+# week or month bucket start of a range inside what both can represent.
+EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+# A containment filter deeper than this is refused (json and jsonb would recurse on it).
+METADATA_MAX_DEPTH = 100
+
 
 class ReportError(errors.UsagemeterError, ValueError):
     """A report was asked for with bad parameters (unknown grouping, inverted range, bad time zone, bad cursor)."""
+
+
+def time_zone(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA zone `name`, if both Python and PostgreSQL can use it; ReportError naming `tz` otherwise.
+
+    `right/` zones count leap seconds, which PostgreSQL refuses; a zone the server lacks is
+    refused when the summary runs (see summaries.summarize).
+    """
+    if name.startswith("right/"):
+        raise ReportError(
+            f"tz: {name!r} counts leap seconds, which PostgreSQL does not support: use {name.removeprefix('right/')!r}"
+        )
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ReportError(f"tz: unknown time zone {name!r} (expected an IANA name such as Europe/Paris)") from None
+
+
+def in_reportable_range(moment: datetime) -> bool:
+    """Whether `moment` lies in [EARLIEST, LATEST] (compared without converting, which could overflow)."""
+    return EARLIEST <= moment <= LATEST
+
+
+def metadata_depth(value: object) -> int:
+    """How deeply `value` nests lists and objects (1 for a flat object), measured without recursion."""
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())
+            if isinstance(child, dict | list)
+        ]
+    return depth
 
 
 class UsageFilter(BaseModel):
@@ -33,6 +79,38 @@ class UsageFilter(BaseModel):
     module: str | None = None
     by_user: uuid.UUID | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _reportable(cls, moment: datetime) -> datetime:
+        if not in_reportable_range(moment):
+            raise ValueError(
+                f"{moment.isoformat()} is outside the range a report can cover,"
+                f" {EARLIEST.date()} (earliest) to {LATEST.date()} (latest) UTC"
+            )
+        return moment
+
+    @field_validator("metadata")
+    @classmethod
+    def _jsonb(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Refuse what json or jsonb cannot take, so the server never fails on the filter."""
+        if metadata is None:
+            return None
+        if metadata_depth(metadata) > METADATA_MAX_DEPTH:
+            raise ValueError(f"nested too deeply (more than {METADATA_MAX_DEPTH} levels)")
+        try:
+            text = json.dumps(metadata, allow_nan=False)
+        except ValueError:
+            raise ValueError("numbers must be finite (JSON has no NaN or Infinity)") from None
+        except TypeError as failure:
+            raise ValueError(f"values must be JSON: {failure}") from None
+        if "\\u0000" in text.replace("\\\\", ""):
+            raise ValueError("strings cannot contain NUL (\\u0000): PostgreSQL text cannot store it")
+        try:
+            json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
+        return metadata
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

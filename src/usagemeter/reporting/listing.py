@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from usagemeter.db import Identity, acting_as
 from usagemeter.reporting import report_sql
-from usagemeter.reporting.filters import ReportError, UsageFilter
+from usagemeter.reporting.filters import ReportError, UsageFilter, in_reportable_range
 
 # The first time window a listing page reads; each next one is twice as long.
 FIRST_WINDOW = timedelta(hours=1)
@@ -61,15 +61,16 @@ def encode_cursor(created_at: datetime, event_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) a page ended at; ReportError naming `cursor` for anything a page never gave."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         when, event_id = json.loads(raw)
         created_at = datetime.fromisoformat(when)
-        if created_at.tzinfo is None:
-            raise ValueError("naive time")
+        if created_at.tzinfo is None or not in_reportable_range(created_at):
+            raise ValueError("naive or out-of-range time")
         return created_at, uuid.UUID(event_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise ReportError(f"malformed cursor {cursor[:40]!r}: pass back the next_cursor of a page") from None
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, RecursionError):
+        raise ReportError(f"cursor: malformed cursor {cursor[:40]!r}: pass back the next_cursor of a page") from None
 
 
 def list_events(
@@ -88,12 +89,14 @@ def list_events(
         params["after_time"], params["after_id"] = decode_cursor(cursor)
         filters.append("after")
     statement = report_sql.listing_query(query.scope, filters)
-    upper = min(query.end, params["after_time"] + timedelta(microseconds=1)) if cursor is not None else query.end
+    upper = query.end
+    if cursor is not None and params["after_time"] < query.end:
+        upper = params["after_time"] + timedelta(microseconds=1)
     window = FIRST_WINDOW
     rows: list[dict[str, Any]] = []
     with acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
         while len(rows) <= query.limit and upper > query.start:
-            lower = max(query.start, upper - window)
+            lower = upper - window if upper - query.start > window else query.start  # never before year 1
             found = cur.execute(
                 statement, {**params, "start": lower, "end": upper, "limit": query.limit + 1 - len(rows)}
             )

@@ -119,6 +119,8 @@ def summary_query(
     """Totals per group (and per bucket); with buckets, every group gets every bucket, zero-filled.
 
     Groups whose events were all removed (zero rollup rows) are skipped, as a raw GROUP BY would.
+    Only the %(top)s groups with the most tokens are kept (all of them when it is null), and at
+    most %(row_limit)s rows are returned, so the caller can tell a result that is too big.
     """
     keys: list[sql.Composable] = [
         sql.SQL("{} as {}").format(GROUP_COLUMNS[key][1], sql.Identifier(GROUP_COLUMNS[key][0])) for key in group_by
@@ -142,11 +144,17 @@ def summary_query(
         source=events_source(scope, filters, parts),
         group=group if keys else sql.SQL(""),
     )
+    positions = [sql.SQL(str(i + 1)) for i in range(len(key_names))]
     if not bucketed:
-        return grouped
+        biggest_first = sql.SQL(", ").join([sql.SQL(f"{len(keys) + 4} desc"), *positions])
+        return sql.SQL("{} order by {} limit least(%(top)s, %(row_limit)s)").format(grouped, biggest_first)
     series = sql.SQL(", ").join(key_names) if key_names else sql.SQL("")
     series_source = (
-        sql.SQL("(select distinct {} from agg) as s").format(series) if key_names else sql.SQL("(select) as s")
+        sql.SQL("(select {} from agg group by {} order by sum(tokens_total) desc, {} limit %(top)s) as s").format(
+            series, sql.SQL(", ").join(positions), sql.SQL(", ").join(positions)
+        )
+        if key_names
+        else sql.SQL("(select) as s")
     )
     join_on = sql.SQL(" and ").join(
         [sql.SQL("a.bucket = b.bucket")] + [sql.SQL("a.{0} is not distinct from s.{0}").format(k) for k in key_names]
@@ -159,7 +167,7 @@ def summary_query(
         " coalesce(a.tokens_input, 0) as tokens_input, coalesce(a.tokens_output, 0) as tokens_output,"
         " coalesce(a.tokens_total, 0) as tokens_total"
         " from {series_source} cross join buckets as b left join agg as a on {join_on}"
-        " order by {order}b.bucket"
+        " order by {order}b.bucket limit %(row_limit)s"
     ).format(
         grouped=grouped,
         series_cols=sql.SQL("").join(sql.SQL("s.{}, ").format(k) for k in key_names),

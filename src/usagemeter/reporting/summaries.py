@@ -11,22 +11,26 @@ the deltas), so every source gives the numbers the raw events would.
 from __future__ import annotations
 
 import dataclasses
-import zoneinfo
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
+from psycopg import errors as pgerrors
 from psycopg.rows import dict_row
 from pydantic import Field, field_validator
 
 from usagemeter.db import Identity, acting_as
 from usagemeter.reporting import report_sql
-from usagemeter.reporting.filters import UsageFilter
+from usagemeter.reporting.filters import ReportError, UsageFilter, time_zone
 
 Bucket = Literal["hour", "day", "week", "month"]
 GroupKey = report_sql.GroupKey
+
+# Default caps on a summary's size (summarize's max_buckets and max_rows): 10,000 buckets is
+# 27 years of days or 14 months of hours; 100,000 rows take about 100 MiB and a second to read.
+MAX_BUCKETS = 10_000
+MAX_ROWS = 100_000
 
 
 class SummaryQuery(UsageFilter):
@@ -48,9 +52,9 @@ class SummaryQuery(UsageFilter):
     @classmethod
     def _known_zone(cls, tz: str) -> str:
         try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {tz!r} (expected an IANA name such as Europe/Paris)") from None
+            time_zone(tz)
+        except ReportError as failure:
+            raise ValueError(str(failure).removeprefix("tz: ")) from None
         return tz
 
 
@@ -114,7 +118,7 @@ def _floor(moment: datetime, unit: timedelta) -> datetime:
 
 def _offsets(query: SummaryQuery) -> set[timedelta]:
     """The zone's UTC offsets over the range (sampled at each UTC day boundary and both ends)."""
-    zone = zoneinfo.ZoneInfo(query.tz)
+    zone = time_zone(query.tz)
     moments = [query.start, query.end]
     day = _ceil(query.start, timedelta(days=1))
     while day < query.end:
@@ -146,37 +150,78 @@ def summary_source(query: SummaryQuery) -> report_sql.Source:
     return source_plan(query).source
 
 
-def summarize(conn: psycopg.Connection[Any], identity: Identity, query: SummaryQuery) -> list[SummaryRow]:
-    """Totals as `identity` sees them (RLS applies); with a bucket, every bucket of the range, zeros included."""
+def bucket_count(query: SummaryQuery) -> int:
+    """How many buckets the range spans in the query's zone (0 without a bucket), computed without the database."""
+    if query.bucket is None:
+        return 0
+    zone = time_zone(query.tz)
+    first, last = query.start.astimezone(zone), (query.end - timedelta(microseconds=1)).astimezone(zone)
+    if query.bucket == "hour":  # as the SQL's series: the first local hour, then steps of one hour
+        first_hour = first - timedelta(minutes=first.minute, seconds=first.second, microseconds=first.microsecond)
+        return (last.astimezone(UTC) - first_hour.astimezone(UTC)) // timedelta(hours=1) + 1
+    if query.bucket == "day":
+        return (last.date() - first.date()).days + 1
+    if query.bucket == "week":
+        mondays = [m.date() - timedelta(days=m.weekday()) for m in (first, last)]
+        return (mondays[1] - mondays[0]).days // 7 + 1
+    return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
+def summarize(
+    conn: psycopg.Connection[Any],
+    identity: Identity,
+    query: SummaryQuery,
+    *,
+    max_buckets: int = MAX_BUCKETS,
+    max_rows: int = MAX_ROWS,
+) -> list[SummaryRow]:
+    """Totals as `identity` sees them (RLS applies); with a bucket, every bucket of the range, zeros included.
+
+    Parameters
+    ----------
+    max_buckets, max_rows:
+        Caps on the summary's size: a range of more buckets is refused before anything runs, and
+        a result of more rows (buckets x groups) is refused after reading at most max_rows + 1.
+
+    Raises
+    ------
+    ReportError
+        A cap is exceeded, or the server does not know the time zone.
+    """
+    buckets = bucket_count(query)
+    if buckets > max_buckets:
+        raise ReportError(
+            f"bucket: the range spans {buckets:,} {query.bucket} buckets, more than the {max_buckets:,} allowed"
+            " (max_buckets): use a coarser bucket or a shorter range"
+        )
     plan = source_plan(query)
     statement = report_sql.summary_query(
         query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, parts=plan.parts
     )
     params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": plan.full_start,
-              "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end}  # fmt: skip
-    with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(report_sql.USE_TIME_ZONE, params)
-        rows = cur.execute(statement, params).fetchall()
+              "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end,
+              "top": query.top, "row_limit": max_rows + 1}  # fmt: skip
+    try:
+        with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(report_sql.USE_TIME_ZONE, params)
+            rows = cur.execute(statement, params).fetchall()
+    except pgerrors.InvalidParameterValue as failure:
+        refusal = failure.diag.message_primary or ""
+        if "time zone" not in refusal.lower() and "timezone" not in refusal.lower():
+            raise  # only setting TimeZone refuses a value this way: buckets are validated
+        raise ReportError(f"tz: the database does not accept time zone {query.tz!r} ({refusal})") from None
+    if len(rows) > max_rows:
+        shape = f"; {buckets:,} buckets x more than {max_rows // buckets:,} groups" if buckets else ""
+        raise ReportError(
+            f"summary: more than the {max_rows:,} rows allowed (max_rows{shape}): use a coarser bucket,"
+            " a shorter range, or top (--top N) to keep the biggest groups"
+        )
     key_names = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by]
-    zone = zoneinfo.ZoneInfo(query.tz)
+    zone = time_zone(query.tz)
     result = []
     for row in rows:
         keys = {name: row[name] for name in key_names}
         if query.bucket is not None:
             keys["bucket"] = row["bucket"].astimezone(zone)  # in the report's zone, whatever the session's
         result.append(SummaryRow(keys, row["events"], row["tokens_input"], row["tokens_output"], row["tokens_total"]))
-    return _top(result, query) if query.top else result
-
-
-def _top(rows: list[SummaryRow], query: SummaryQuery) -> list[SummaryRow]:
-    """Keep the `top` groups with the most tokens over the whole range (all their buckets)."""
-    series_keys = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by]
-
-    def series(row: SummaryRow) -> tuple[Any, ...]:
-        return tuple(row.keys[k] for k in series_keys)
-
-    totals: dict[tuple[Any, ...], int] = defaultdict(int)
-    for row in rows:
-        totals[series(row)] += row.tokens_total
-    kept = set(sorted(totals, key=lambda s: (-totals[s], str(s)))[: query.top])
-    return [row for row in rows if series(row) in kept]
+    return result
