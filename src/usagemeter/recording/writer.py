@@ -19,9 +19,10 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from usagemeter import errors
+from usagemeter import errors, ledger
 from usagemeter.db import Identity, acting_as, refusals, sql
 from usagemeter.db import identity as db_identity
+from usagemeter.recording import insert_sql
 from usagemeter.recording.event import UsageEvent, metadata_json
 
 queries = sql.load_queries("usagemeter.recording")
@@ -83,19 +84,15 @@ PIPELINE_CHUNK = 100
 
 
 def _columns(batch: Sequence[Pending]) -> dict[str, list[Any]]:
+    """The batch as one array per written column (usagemeter.ledger), the parameters of insert_sql."""
     events = [p.event for p in batch]
-    return {
-        "ids": [p.id for p in batch],
-        "tenant_ids": [e.tenant_id for e in events],
-        "user_ids": [e.user_id for e in events],
-        "actions": [e.action for e in events],
-        "module_ids": [e.module_id for e in events],
-        "tokens_input": [e.tokens_input for e in events],
-        "tokens_output": [e.tokens_output for e in events],
-        "metadata": [metadata_json(e.metadata) for e in events],
-        "idempotency_keys": [e.idempotency_key for e in events],
-        "created_at": [e.created_at for e in events],
-    }
+    arrays: dict[str, list[Any]] = {"id": [p.id for p in batch]}
+    for column in ledger.WRITTEN_WITH_CREATED_AT[1:]:
+        if column.name == "metadata":
+            arrays["metadata"] = [metadata_json(e.metadata) for e in events]
+        else:
+            arrays[column.name] = [getattr(e, column.name) for e in events]
+    return arrays
 
 
 def _same_payload(event: UsageEvent, stored: tuple[Any, ...]) -> bool:
@@ -123,7 +120,7 @@ def _insert(
 ) -> list[Recorded]:
     """Insert in the current transaction; resolve rows that were skipped as already stored."""
     timed = _check_created_at(identity, batch, offset=offset)
-    query = queries["insert_events_with_created_at" if timed else "insert_events"]
+    query = insert_sql.INSERT_EVENTS_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS
     columns = _columns(batch)
     stored = dict(conn.execute(query, columns).fetchall())
     skipped = [i for i, p in enumerate(batch) if p.id not in stored]
@@ -191,7 +188,7 @@ def write_fast(
             clock = clock or cursor
             for chunk in chunks:
                 timed = _check_created_at(identity, chunk)
-                query = queries["insert_events_plain_with_created_at" if timed else "insert_events_plain"]
+                query = insert_sql.INSERT_EVENTS_FAST_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS_FAST
                 conn.execute(query, _columns(chunk))
                 written.extend(chunk)
     assert clock is not None

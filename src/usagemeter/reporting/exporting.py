@@ -14,6 +14,7 @@ from typing import IO, Any, Literal
 import psycopg
 from psycopg import sql as pgsql
 
+from usagemeter import ledger
 from usagemeter.db import Identity, acting_as
 from usagemeter.reporting import report_sql
 from usagemeter.reporting.filters import UsageFilter
@@ -79,24 +80,9 @@ class _Export:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = pa.schema(
-            [
-                ("id", pa.string()),
-                ("tenant_id", pa.string()),
-                ("user_id", pa.string()),
-                ("action", pa.string()),
-                ("module_id", pa.string()),
-                ("tokens_input", pa.int32()),
-                ("tokens_output", pa.int32()),
-                ("tokens_total", pa.int32()),
-                ("metadata", pa.string()),
-                ("created_at", pa.timestamp("us", tz="UTC")),
-            ]
-        )
-        columns = pgsql.SQL(
-            "e.id::text, e.tenant_id::text, e.user_id::text, e.action, e.module_id, e.tokens_input, e.tokens_output,"
-            " e.tokens_total, e.metadata::text, e.created_at"
-        )
+        arrow_types = {"string": pa.string(), "int32": pa.int32(), "timestamp": pa.timestamp("us", tz="UTC")}
+        schema = pa.schema([(c.name, arrow_types[c.arrow]) for c in ledger.EXPORTED])
+        columns = report_sql.EXPORT_ARROW_COLUMNS
         statement = report_sql.export_query(self.query.scope, self.filters, columns)
         rows = 0
         with self.conn.cursor(name="usagemeter_export") as cur, pq.ParquetWriter(self.sink, schema) as writer:

@@ -11,6 +11,8 @@ from typing import Literal
 
 from psycopg import sql
 
+from usagemeter import ledger
+
 GroupKey = Literal["action", "domain", "module", "user"]
 Scope = Literal["tenant", "user", "all"]
 
@@ -180,23 +182,24 @@ def summary_query(
 def listing_query(scope: Scope, filters: Sequence[str]) -> sql.Composed:
     """One page of events, newest first, after the cursor when given (keyset pagination)."""
     return sql.SQL(
-        "select e.id, e.tenant_id, e.user_id, e.action, e.module_id, e.tokens_input, e.tokens_output,"
-        " e.tokens_total, e.metadata, e.created_at"
-        " from public.usage_events as e where {where}"
+        "select {columns} from public.usage_events as e where {where}"
         " order by e.created_at desc, e.id desc limit %(limit)s"
-    ).format(where=where_clause(scope, filters))
+    ).format(columns=EXPORT_COLUMNS, where=where_clause(scope, filters))
 
 
-EXPORT_COLUMNS = sql.SQL(
-    "e.id, e.tenant_id, e.user_id, e.action, e.module_id, e.tokens_input, e.tokens_output, e.tokens_total,"
-    " e.metadata, e.created_at"
+# The exported columns (usagemeter.ledger), as rows and as one JSON object per event built by the server.
+EXPORT_COLUMNS = ledger.column_list(ledger.EXPORTED, alias="e")
+EXPORT_JSON_OBJECT = sql.SQL("json_build_object({})::text").format(
+    sql.SQL(", ").join(
+        sql.SQL("{}, {}").format(sql.Literal(c.name), sql.Identifier("e", c.name)) for c in ledger.EXPORTED
+    )
 )
-
-# One JSON object per event, built by the server (JSON Lines export).
-EXPORT_JSON_OBJECT = sql.SQL(
-    "json_build_object('id', e.id, 'tenant_id', e.tenant_id, 'user_id', e.user_id, 'action', e.action,"
-    " 'module_id', e.module_id, 'tokens_input', e.tokens_input, 'tokens_output', e.tokens_output,"
-    " 'tokens_total', e.tokens_total, 'metadata', e.metadata, 'created_at', e.created_at)::text"
+# For Parquet: uuids and jsonb as text, the rest as they are.
+EXPORT_ARROW_COLUMNS = sql.SQL(", ").join(
+    sql.SQL("{}::text").format(sql.Identifier("e", c.name))
+    if c.sql_type in ("uuid", "jsonb")
+    else sql.Identifier("e", c.name)
+    for c in ledger.EXPORTED
 )
 
 
