@@ -53,3 +53,14 @@ def count_events(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("select count(*) from public.usage_events").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def two_tenants_with_an_event_each(conn: psycopg.Connection[Any]) -> dict[str, uuid.UUID]:
+    """Alice in tenant `mine`, Bob in tenant `foreign`, one event in each (`foreign_event` is Bob's)."""
+    mine, foreign = add_tenant(conn), add_tenant(conn)
+    alice, bob = add_user(conn), add_user(conn)
+    add_member(conn, mine, alice)
+    add_member(conn, foreign, bob)
+    add_event(conn, tenant_id=mine, user_id=alice, tokens_input=1)
+    foreign_event = add_event(conn, tenant_id=foreign, user_id=bob, tokens_input=1000)
+    return {"mine": mine, "foreign": foreign, "alice": alice, "bob": bob, "foreign_event": foreign_event}

@@ -25,14 +25,7 @@ def recorder(app_database_url: str) -> Iterator[Recorder]:
 
 @pytest.fixture
 def tenants(owner: psycopg.Connection[Any]) -> dict[str, uuid.UUID]:
-    """Alice in tenant `mine`, Bob in tenant `foreign`, one event in each."""
-    mine, foreign = factories.add_tenant(owner), factories.add_tenant(owner)
-    alice, bob = factories.add_user(owner), factories.add_user(owner)
-    factories.add_member(owner, mine, alice)
-    factories.add_member(owner, foreign, bob)
-    factories.add_event(owner, tenant_id=mine, user_id=alice, tokens_input=1)
-    foreign_event = factories.add_event(owner, tenant_id=foreign, user_id=bob, tokens_input=1000)
-    return {"mine": mine, "foreign": foreign, "alice": alice, "bob": bob, "foreign_event": foreign_event}
+    return factories.two_tenants_with_an_event_each(owner)
 
 
 def test_a_recorder_refuses_a_superuser_url_naming_the_fix(database_url: str) -> None:
