@@ -272,6 +272,8 @@ where locktype = 'advisory' and database = (select oid from pg_database where da
 
 
 def test_migrating_through_a_transaction_mode_pooler_keeps_no_session_state(empty_database: str) -> None:
+    if conninfo.conninfo_to_dict(empty_database).get("password"):
+        pytest.skip("the test pooler speaks trust logins only; CI runs this on the PostgreSQL 15 server, which trusts")
     shipped = migrate.discover_migrations()
     # enough migrations that psycopg would prepare the repeated history queries (its threshold is 5)
     extra = [migrate.Migration(f"2999123100000{i}", f"extra_{i}", "select 1;\n") for i in range(6)]
