@@ -90,7 +90,7 @@ class Enqueuer:
         self._policy = write_policy
         self._flush_interval_s = flush_interval_s
         self._replay_interval_s = replay_interval_s
-        self._buffer: deque[SpooledEvent] = deque()
+        self._buffer: deque[tuple[Identity, UsageEvent]] = deque()
         self._held: list[SpooledEvent] = []  # taken from the buffer, neither written, spooled nor rejected yet
         self._lock = threading.Lock()
         self._has_items = threading.Condition(self._lock)
@@ -108,7 +108,6 @@ class Enqueuer:
 
     def put(self, identity: Identity, event: UsageEvent) -> None:
         """Buffer one validated event; O(1) unless the buffer is full."""
-        record = SpooledEvent(identity, writer.Pending.of(event))  # the id is fixed here, before any attempt
         with self._lock:
             while True:
                 if self._closing:
@@ -121,7 +120,7 @@ class Enqueuer:
                         f"{len(self._buffer)} events are waiting and the spool is full or unavailable; try again later"
                     )
                 self._has_space.wait(1.0)  # bounded: the loop checks the flusher is alive and not closed
-            self._buffer.append(record)
+            self._buffer.append((identity, event))
             self.counters.queued += 1
             if len(self._buffer) == 1 or len(self._buffer) >= self._max_batch:
                 self._has_items.notify()
@@ -200,7 +199,9 @@ class Enqueuer:
                 self._has_items.wait(self._flush_interval_s)
             if not self._held:
                 while self._buffer and len(self._held) < self._max_batch:
-                    self._held.append(self._buffer.popleft())
+                    identity, event = self._buffer.popleft()
+                    # the id is fixed here, when the event is taken: before any attempt to write or spool it
+                    self._held.append(SpooledEvent(identity, writer.Pending.of(event)))
                 self._has_space.notify_all()
             self._busy = True
             closing = self._closing
