@@ -83,21 +83,21 @@ DELTA_ROWS = sql.SQL(
 
 Source = Literal["raw", "hourly", "daily"]
 
-# The pieces a summary's rows can come from, each as (table, its time column, start parameter,
-# end parameter); a rollup piece always comes with the unfolded deltas of the same range.
-SOURCE_PARTS: dict[str, tuple[tuple[sql.SQL, str, str, str], ...]] = {
-    "raw": ((RAW_ROWS, "created_at", "start", "end"),),
-    "raw_head": ((RAW_ROWS, "created_at", "start", "full_start"),),
-    "raw_tail": ((RAW_ROWS, "created_at", "full_end", "end"),),
-    "hours": ((HOURLY_ROWS, "bucket", "full_start", "full_end"), (DELTA_ROWS, "bucket", "full_start", "full_end")),
-    "hours_head": (
-        (HOURLY_ROWS, "bucket", "full_start", "day_start"),
-        (DELTA_ROWS, "bucket", "full_start", "day_start"),
-    ),
-    "hours_tail": ((HOURLY_ROWS, "bucket", "day_end", "full_end"), (DELTA_ROWS, "bucket", "day_end", "full_end")),
-    "days": ((DAILY_ROWS, "day", "day_start", "day_end"), (DELTA_ROWS, "bucket", "day_start", "day_end")),
-    "tenant_days": ((TENANT_DAILY_ROWS, "day", "day_start", "day_end"), (DELTA_ROWS, "bucket", "day_start", "day_end")),
+# The pieces a summary's rows can come from: (table, its time column, start parameter, end parameter).
+SOURCE_PARTS: dict[str, tuple[sql.SQL, str, str, str]] = {
+    "raw": (RAW_ROWS, "created_at", "start", "end"),
+    "raw_head": (RAW_ROWS, "created_at", "start", "full_start"),
+    "raw_tail": (RAW_ROWS, "created_at", "full_end", "end"),
+    "hours": (HOURLY_ROWS, "bucket", "full_start", "full_end"),
+    "hours_head": (HOURLY_ROWS, "bucket", "full_start", "day_start"),
+    "hours_tail": (HOURLY_ROWS, "bucket", "day_end", "full_end"),
+    "days": (DAILY_ROWS, "day", "day_start", "day_end"),
+    "tenant_days": (TENANT_DAILY_ROWS, "day", "day_start", "day_end"),
 }
+# The rollup parts together always cover the whole hours [full_start, full_end) exactly (the raw
+# parts cover the partial hours around them), so one read of the unfolded deltas of that range
+# completes them all; deltas are per hour, so each falls in the right day too.
+ROLLUP_DELTAS = (DELTA_ROWS, "bucket", "full_start", "full_end")
 
 
 def events_source(scope: Scope, filters: Sequence[str], parts: Sequence[str]) -> sql.Composed:
@@ -105,13 +105,15 @@ def events_source(scope: Scope, filters: Sequence[str], parts: Sequence[str]) ->
 
     The caller picks the parts that cover [start, end) exactly once and are not empty: e.g. the
     daily rollup's whole UTC days, hourly rows for the whole hours around them, raw events for
-    the partial hours at either end. Every rollup part brings the deltas of its range (hour
-    buckets, so they fall in the right day too): read in the same snapshot, the sum is exact.
+    the partial hours at either end. With any rollup part come the unfolded deltas of the whole
+    hours (ROLLUP_DELTAS): read in the same snapshot, the sum is exact.
     """
+    pieces = [SOURCE_PARTS[part] for part in parts]
+    if any(not part.startswith("raw") for part in parts):
+        pieces.append(ROLLUP_DELTAS)
     return sql.SQL(" union all ").join(
         table.format(where_clause(scope, filters, time_column=column, start=start, end=end))
-        for part in parts
-        for table, column, start, end in SOURCE_PARTS[part]
+        for table, column, start, end in pieces
     )
 
 
