@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pydantic
+
+
+def first_problem(failure: pydantic.ValidationError) -> tuple[str | None, str]:
+    """The first rule an input breaks, as our errors name it: its dotted field (None for the whole) and why."""
+    first = failure.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    return field, str(first["msg"]).removeprefix("Value error, ")
+
 
 class UsagemeterError(Exception):
     """Base of every error usagemeter raises on purpose."""

@@ -47,9 +47,7 @@ __all__ = ["AsyncRecorder", "Recorded", "Recorder", "UsageEvent", "validate_even
 
 
 def _invalid(failure: pydantic.ValidationError, index: int) -> errors.InvalidEvent:
-    first = failure.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or None
-    message = str(first["msg"]).removeprefix("Value error, ")
+    field, message = errors.first_problem(failure)
     where = f"{field}: " if field else ""
     return errors.InvalidEvent(f"event {index}: {where}{message}", index=index, field=field)
 

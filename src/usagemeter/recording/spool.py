@@ -32,6 +32,7 @@ from typing import IO, Any, NamedTuple
 
 import pydantic
 
+from usagemeter import errors
 from usagemeter.db import Identity
 from usagemeter.recording.event import UsageEvent
 from usagemeter.recording.writer import Pending
@@ -98,9 +99,8 @@ def _describe(failure: BaseException) -> str:
     if isinstance(failure, RecursionError):
         return "not a spool record: JSON nested too deeply"
     if isinstance(failure, pydantic.ValidationError):  # the first rule broken, as record() would name it
-        first = failure.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        return f"not a valid event: {field}: {str(first['msg']).removeprefix('Value error, ')}"
+        field, message = errors.first_problem(failure)
+        return f"not a valid event: {field}: {message}" if field else f"not a valid event: {message}"
     return f"not a spool record: {type(failure).__name__}: {failure}"
 
 

@@ -312,7 +312,7 @@ def _write_groups_carefully(
             try:
                 results = write_batch(conn, identity, batch, locate_refusal=False)
             except errors.UsagemeterError:
-                results = [_write_one(conn, identity, pending, index=0) for pending in batch]
+                results = write_each(conn, identity, batch)
             for position, result in zip(group, results, strict=True):
                 outcomes[position] = result
     return [o for o in outcomes if o is not None]

@@ -148,7 +148,5 @@ def query_from(model: type[QueryModel], **fields: object) -> QueryModel:
     try:
         return model(**fields)
     except ValidationError as failure:
-        first = failure.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
+        where, message = errors.first_problem(failure)
         raise ReportError(f"{where}: {message}" if where else message) from None
