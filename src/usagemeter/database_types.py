@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, NotRequired, TypedDict
 from uuid import UUID
 
@@ -61,6 +62,113 @@ class TenantsInsert(TypedDict):
     slug: str
 
 
+class UsageBudgetAlertsRow(BaseModel):
+    """A row of usage_budget_alerts: Threshold alerts, one per budget, window and threshold, committed with the write that crossed the threshold: an outbox a late listener catches up on (ids increase). Each row was also sent as NOTIFY usagemeter_budget_alerts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    budget_id: UUID
+    """The budget."""
+    fired_at: datetime
+    """When the crossing write ran."""
+    id: int
+    """Alert id, increasing: a consumer remembers the last it handled."""
+    threshold: Decimal
+    """The fraction of the limit crossed."""
+    usage_limit: Decimal
+    """The limit when it fired."""
+    used: Decimal
+    """Usage in the window right after the crossing write."""
+    window_start: datetime
+    """The window it fired in."""
+
+
+class UsageBudgetAlertsInsert(TypedDict):
+    """Columns to insert into usage_budget_alerts; generated ones are absent."""
+
+    budget_id: UUID
+    fired_at: NotRequired[datetime]
+    id: NotRequired[int]
+    threshold: Decimal
+    usage_limit: Decimal
+    used: Decimal
+    window_start: datetime
+
+
+class UsageBudgetCountersRow(BaseModel):
+    """A row of usage_budget_counters: What each budget has used per window, kept by the triggers on usage_events in the writing transaction; exact at every commit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    budget_id: UUID
+    """The budget."""
+    used: Decimal
+    """Usage in the window so far, in the budget's metric."""
+    window_end: datetime
+    """End of the window (exclusive; infinity for a total budget)."""
+    window_start: datetime
+    """Start of the window (the budget's created_at for a total budget)."""
+
+
+class UsageBudgetCountersInsert(TypedDict):
+    """Columns to insert into usage_budget_counters; generated ones are absent."""
+
+    budget_id: UUID
+    used: Decimal
+    window_end: datetime
+    window_start: datetime
+
+
+class UsageBudgetsRow(BaseModel):
+    """A row of usage_budgets: Limits on the events, tokens or cost of a tenant, a user within a tenant, or a Personal user, per day, week or month in a time zone, or in total; hard budgets refuse the write that would pass them, soft ones only alert."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action_like: str | None
+    """action_pattern as a LIKE pattern, computed by the database."""
+    action_pattern: str | None
+    """Only actions matching this pattern count (* matches any characters, e.g. agency:*); NULL for all."""
+    created_at: datetime
+    """When the budget was set; a total budget counts usage from then on."""
+    currency: str | None
+    """Currency of a cost limit (the price list's); NULL for other metrics."""
+    id: UUID
+    """Budget id."""
+    metric: str
+    """events, tokens (tokens_total) or cost."""
+    mode: str
+    """hard: a write that would pass the limit is refused; soft: it is stored and alerts fire."""
+    period: str
+    """Window: a calendar day, week (from Monday) or month in time_zone, or total (from created_at on)."""
+    tenant_id: UUID | None
+    """Tenant whose usage is limited; NULL for a Personal user's budget."""
+    thresholds: list[Decimal]
+    """Fractions of the limit at which an alert fires once per window (default 0.8 and 1.0)."""
+    time_zone: str
+    """IANA time zone of the calendar windows."""
+    usage_limit: Decimal
+    """The limit, in events, tokens or currency units."""
+    user_id: UUID | None
+    """With tenant_id: the one member limited within the tenant; without: the Personal user."""
+
+
+class UsageBudgetsInsert(TypedDict):
+    """Columns to insert into usage_budgets; generated ones are absent."""
+
+    action_pattern: NotRequired[str | None]
+    created_at: NotRequired[datetime]
+    currency: NotRequired[str | None]
+    id: NotRequired[UUID]
+    metric: str
+    mode: str
+    period: str
+    tenant_id: NotRequired[UUID | None]
+    thresholds: NotRequired[list[Decimal]]
+    time_zone: NotRequired[str]
+    usage_limit: Decimal
+    user_id: NotRequired[UUID | None]
+
+
 class UsageEventsRow(BaseModel):
     """A row of usage_events: Append-only ledger of AI token usage and billable actions, per tenant (or per user in Personal mode when tenant_id is NULL)."""
 
@@ -68,18 +176,32 @@ class UsageEventsRow(BaseModel):
 
     action: str
     """What happened, as <module>:<domain>:<verb> of [a-z0-9_-], e.g. agency:scope:generate; at most 200 characters."""
+    correction_kind: str | None
+    """void or amend on a correction entry; NULL on events."""
+    correction_reason: str | None
+    """Why the service role corrected the event (required on a correction entry)."""
+    corrects_event_id: UUID | None
+    """On a correction entry: the event it voids or amends. NULL on events."""
+    cost: Decimal
+    """What the event costs in the price list's currency, set by the database when it is written: its tokens at its model's price plus its action's per-event price, each in effect at created_at, rounded to 6 decimal places. On a correction: the change."""
     created_at: datetime
     """When the event happened; set by the database for authenticated callers."""
+    event_count: int | None
+    """What the row adds to event counts: 1 for an event, -1 for a void, 0 for an amendment; computed by the database."""
     id: UUID
     """Event id: chosen by the recorder (uuid v4) so retries are safe, or gen_random_uuid()."""
     idempotency_key: str | None
     """Caller-chosen retry key, unique per (tenant_id, user_id): a retried write with the same key stores nothing new."""
     metadata: Json
     """Free-form JSON object (model, request id, cost inputs...), at most 16 KiB as text."""
+    model: str | None
+    """The model, metadata->>'model', computed by the database: what tokens are priced by, and a grouping key."""
     module_id: str | None
     """The module, e.g. agency: when set, equal to the first segment of action."""
     personal_user_id: UUID | None
     """user_id on personal rows (tenant_id NULL), NULL on tenant rows; computed by the database. Its foreign key deletes a user's personal events with the user."""
+    recorded_at: datetime | None
+    """When the row was written (created_at is when the event happened); set by the database. NULL on rows written before usagemeter kept it."""
     tenant_id: UUID | None
     """Tenant billed for the event; NULL for Personal mode (the row belongs to user_id alone)."""
     tokens_input: int
@@ -96,15 +218,68 @@ class UsageEventsInsert(TypedDict):
     """Columns to insert into usage_events; generated ones are absent."""
 
     action: str
+    correction_kind: NotRequired[str | None]
+    correction_reason: NotRequired[str | None]
+    corrects_event_id: NotRequired[UUID | None]
+    cost: NotRequired[Decimal]
     created_at: NotRequired[datetime]
     id: NotRequired[UUID]
     idempotency_key: NotRequired[str | None]
     metadata: NotRequired[Json]
     module_id: NotRequired[str | None]
+    recorded_at: NotRequired[datetime | None]
     tenant_id: NotRequired[UUID | None]
     tokens_input: NotRequired[int]
     tokens_output: NotRequired[int]
     user_id: NotRequired[UUID | None]
+
+
+class UsagePricesRow(BaseModel):
+    """A row of usage_prices: Prices: tokens of a model (per million) or events of an action (per event, optionally of one model), for every tenant or one (overriding the general price), from effective_from on. Immutable: a change is a new row. One currency for all rows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str | None
+    """Action whose events this prices per event; NULL for a token price."""
+    cache_write_per_million: Decimal | None
+    """Price of a million input tokens written to the cache (metadata.tokens_cache_write); NULL: the input price."""
+    cached_input_per_million: Decimal | None
+    """Price of a million input tokens read from the cache (metadata.tokens_cached_input); NULL: the input price."""
+    created_at: datetime
+    """When the price was loaded."""
+    currency: str
+    """ISO 4217 code; every price shares one currency."""
+    effective_from: datetime
+    """From when the price applies (events whose created_at is at or after it, until a later price)."""
+    id: int
+    """Price id."""
+    input_per_million: Decimal | None
+    """Price of a million input tokens (those not cached or written to the cache)."""
+    model: str | None
+    """Model whose tokens this prices (action NULL), or to which an action price is narrowed."""
+    output_per_million: Decimal | None
+    """Price of a million output tokens."""
+    per_event: Decimal | None
+    """Price of one event of the action."""
+    tenant_id: UUID | None
+    """Tenant this price applies to, overriding the general one; NULL for every tenant and personal usage."""
+
+
+class UsagePricesInsert(TypedDict):
+    """Columns to insert into usage_prices; generated ones are absent."""
+
+    action: NotRequired[str | None]
+    cache_write_per_million: NotRequired[Decimal | None]
+    cached_input_per_million: NotRequired[Decimal | None]
+    created_at: NotRequired[datetime]
+    currency: str
+    effective_from: datetime
+    id: NotRequired[int]
+    input_per_million: NotRequired[Decimal | None]
+    model: NotRequired[str | None]
+    output_per_million: NotRequired[Decimal | None]
+    per_event: NotRequired[Decimal | None]
+    tenant_id: NotRequired[UUID | None]
 
 
 class UsageRollupDailyRow(BaseModel):
@@ -114,12 +289,16 @@ class UsageRollupDailyRow(BaseModel):
 
     action: str
     """Action of the events."""
+    cost: Decimal
+    """Sum of cost."""
     day: datetime
     """Start (UTC midnight) of the UTC day the events happened in."""
     events: int
-    """Number of events."""
+    """Number of events: the sum of event_count (voids count -1)."""
     id: int
     """Row id: the primary key (replica identity for publications)."""
+    model: str | None
+    """Model of the events."""
     module_id: str
     """Module of the events: the action's first segment."""
     tenant_id: UUID | None
@@ -138,9 +317,11 @@ class UsageRollupDailyInsert(TypedDict):
     """Columns to insert into usage_rollup_daily; generated ones are absent."""
 
     action: str
+    cost: NotRequired[Decimal]
     day: datetime
     events: int
     id: NotRequired[int]
+    model: NotRequired[str | None]
     module_id: str
     tenant_id: NotRequired[UUID | None]
     tokens_input: int
@@ -158,10 +339,14 @@ class UsageRollupDeltasRow(BaseModel):
     """Action of the events."""
     bucket: datetime
     """Start of the UTC hour the events happened in."""
+    cost: Decimal
+    """Change in the sum of cost."""
     events: int
-    """Change in the number of events (negative for deletions)."""
+    """Change in the number of events (the sum of event_count: voids count -1)."""
     id: int
     """Delta id, increasing: the trigger folds when a statement's ids pass a multiple of 1000."""
+    model: str | None
+    """Model of the events."""
     module_id: str
     """Module of the events: the action's first segment."""
     tenant_id: UUID | None
@@ -181,8 +366,10 @@ class UsageRollupDeltasInsert(TypedDict):
 
     action: str
     bucket: datetime
+    cost: NotRequired[Decimal]
     events: int
     id: NotRequired[int]
+    model: NotRequired[str | None]
     module_id: str
     tenant_id: NotRequired[UUID | None]
     tokens_input: int
@@ -200,10 +387,14 @@ class UsageRollupHourlyRow(BaseModel):
     """Action of the events."""
     bucket: datetime
     """Start of the UTC hour the events happened in (created_at truncated to the hour)."""
+    cost: Decimal
+    """Sum of cost."""
     events: int
-    """Number of events."""
+    """Number of events: the sum of event_count (voids count -1)."""
     id: int
     """Row id: the primary key (replica identity for publications)."""
+    model: str | None
+    """Model of the events."""
     module_id: str
     """Module of the events: the action's first segment."""
     tenant_id: UUID | None
@@ -223,8 +414,10 @@ class UsageRollupHourlyInsert(TypedDict):
 
     action: str
     bucket: datetime
+    cost: NotRequired[Decimal]
     events: int
     id: NotRequired[int]
+    model: NotRequired[str | None]
     module_id: str
     tenant_id: NotRequired[UUID | None]
     tokens_input: int
@@ -240,12 +433,16 @@ class UsageRollupTenantDailyRow(BaseModel):
 
     action: str
     """Action of the events."""
+    cost: Decimal
+    """Sum of cost."""
     day: datetime
     """Start (UTC midnight) of the UTC day the events happened in."""
     events: int
-    """Number of events."""
+    """Number of events: the sum of event_count (voids count -1)."""
     id: int
     """Row id: the primary key (replica identity for publications)."""
+    model: str | None
+    """Model of the events."""
     module_id: str
     """Module of the events: the action's first segment."""
     tenant_id: UUID
@@ -262,9 +459,11 @@ class UsageRollupTenantDailyInsert(TypedDict):
     """Columns to insert into usage_rollup_tenant_daily; generated ones are absent."""
 
     action: str
+    cost: NotRequired[Decimal]
     day: datetime
     events: int
     id: NotRequired[int]
+    model: NotRequired[str | None]
     module_id: str
     tenant_id: UUID
     tokens_input: int

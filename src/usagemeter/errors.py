@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pydantic
@@ -80,6 +81,42 @@ class WriteRefused(EventRejected):
         self.detail = detail
 
 
+class QuotaExceeded(WriteRefused):
+    """A hard budget refused the write: it would pass the budget's limit in its window. Nothing of it was stored.
+
+    Names the budget, what it had used, what the write asked for, the limit and the window; in a
+    batch, the whole statement is refused (all or nothing), so `requested` is the batch's share.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: dict[str, Any],
+        index: int = 0,
+        sqlstate: str | None = None,
+        hint: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, index=index, sqlstate=sqlstate, hint=hint, detail=detail)
+        self.budget_id: str = budget["budget_id"]
+        self.metric: str = budget["metric"]
+        self.limit = Decimal(str(budget["limit"]))
+        self.used = Decimal(str(budget["used"]))
+        self.requested = Decimal(str(budget["requested"]))
+        self.currency: str | None = budget.get("currency")
+        self.period: str = budget["period"]
+        self.time_zone: str = budget["time_zone"]
+        self.window_start: str = budget["window_start"]
+        self.window_end: str = budget["window_end"]
+        self.tenant_id: str | None = budget.get("tenant_id")
+        self.user_id: str | None = budget.get("user_id")
+
+
+class UnpricedUsage(WriteRefused):
+    """A cost budget would have to count tokens of a model without a price (or of no model); nothing was stored."""
+
+
 class IdempotencyConflict(UsagemeterError):
     """An idempotency key was reused with a different payload: a retry must repeat the original event."""
 
@@ -107,3 +144,7 @@ class Backpressure(UsagemeterError):
 
 class RecorderClosed(UsagemeterError):
     """The recorder was closed; it takes no more events."""
+
+
+class BudgetError(UsagemeterError, ValueError):
+    """A budget could not be set, found or deleted: the message names what is wrong; nothing changed."""

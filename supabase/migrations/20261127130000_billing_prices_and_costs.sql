@@ -155,7 +155,7 @@ as $$
                     else false end
          ), true)
          and coalesce(sum(case when jsonb_typeof(metadata -> key) = 'number' then (metadata ->> key)::numeric end), 0)
-             <= tokens_input
+             <= greatest(tokens_input, 0)  -- a negative tokens_input is its own CHECK's to name
   from unnest(array['tokens_cached_input', 'tokens_cache_write']) as key
   where metadata ? key
 $$;
@@ -172,7 +172,10 @@ alter table public.usage_events
   add column correction_reason text,
   add column event_count smallint generated always as (
     case when correction_kind is null then 1 when correction_kind = 'void' then -1 else 0 end
-  ) stored;
+  ) stored,
+  add column recorded_at timestamptz;
+-- Rows from before this migration keep NULL: when they were written is not known.
+alter table public.usage_events alter column recorded_at set default now();
 
 comment on column public.usage_events.model is
   'The model, metadata->>''model'', computed by the database: what tokens are priced by, and a grouping key.';
@@ -183,6 +186,8 @@ comment on column public.usage_events.corrects_event_id is
   'On a correction entry: the event it voids or amends. NULL on events.';
 comment on column public.usage_events.correction_kind is 'void or amend on a correction entry; NULL on events.';
 comment on column public.usage_events.correction_reason is 'Why the service role corrected the event (required on a correction entry).';
+comment on column public.usage_events.recorded_at is
+  'When the row was written (created_at is when the event happened); set by the database. NULL on rows written before usagemeter kept it.';
 comment on column public.usage_events.event_count is
   'What the row adds to event counts: 1 for an event, -1 for a void, 0 for an amendment; computed by the database.';
 
@@ -270,10 +275,13 @@ revoke all on function usagemeter_private.event_cost_v1(uuid, text, text, timest
 -- Every event is rated as it is written (and again if the service role changes what it is rated
 -- by); correction entries carry the change their function computed.
 create function usagemeter_private.rate_usage_event_v1() returns trigger
-language plpgsql
+language plpgsql security definer
 set search_path = ''
 as $$
 begin
+  if tg_op = 'INSERT' then
+    new.recorded_at := now();  -- nobody chooses when a row was written
+  end if;
   if new.correction_kind is null then
     new.cost := usagemeter_private.event_cost_v1(
       new.tenant_id, nullif(new.metadata ->> 'model', ''), new.action, new.created_at,
@@ -283,17 +291,19 @@ begin
 end
 $$;
 comment on function usagemeter_private.rate_usage_event_v1() is
-  'BEFORE INSERT/UPDATE row trigger on usage_events: sets cost from the prices in effect at created_at (correction entries keep theirs).';
+  'BEFORE INSERT/UPDATE row trigger on usage_events: stamps recorded_at on insert, and sets cost from the prices in effect at created_at (correction entries keep theirs).';
 revoke all on function usagemeter_private.rate_usage_event_v1() from public;
 grant execute on function usagemeter_private.event_cost_v1(uuid, text, text, timestamptz, bigint, bigint, jsonb)
   to authenticated, service_role;
 
 create trigger usage_events_rate
-  before insert or update of tenant_id, action, tokens_input, tokens_output, metadata, created_at, cost
+  before insert or update of tenant_id, action, tokens_input, tokens_output, metadata, created_at, cost, recorded_at
   on public.usage_events
   for each row execute function usagemeter_private.rate_usage_event_v1();
 
 -- Corrections ---------------------------------------------------------------------------------
+-- The two functions are security definer (they reach usagemeter_private, which no API role may
+-- use) and executable by the service role alone.
 
 -- What an event adds up to with its corrections so far, locking the original (so corrections of
 -- one event run one at a time).
@@ -327,7 +337,7 @@ comment on function usagemeter_private.corrected_event_v1(uuid) is
 revoke all on function usagemeter_private.corrected_event_v1(uuid) from public;
 
 create function public.void_usage_event_v1(event_id uuid, reason text) returns uuid
-language plpgsql
+language plpgsql security definer
 set search_path = ''
 as $$
 declare
@@ -359,7 +369,7 @@ grant execute on function public.void_usage_event_v1(uuid, text) to service_role
 
 create function public.amend_usage_event_v1(event_id uuid, tokens_input int, tokens_output int, reason text)
 returns uuid
-language plpgsql
+language plpgsql security definer
 set search_path = ''
 as $$
 declare

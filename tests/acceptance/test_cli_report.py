@@ -48,8 +48,24 @@ def test_json_by_action_for_a_tenant(database_url: str, usage: dict[str, Any]) -
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert sorted(json.loads(result.stdout), key=lambda r: r["action"]) == [
-        {"action": "agency:scope:generate", "events": 2, "tokens_input": 150, "tokens_output": 15, "tokens_total": 165},
-        {"action": "chat:message:send", "events": 1, "tokens_input": 7, "tokens_output": 3, "tokens_total": 10},
+        {
+            "action": "agency:scope:generate",
+            "events": 2,
+            "tokens_input": 150,
+            "tokens_output": 15,
+            "tokens_total": 165,
+            "cost": "0.000000",
+            "currency": None,
+        },
+        {
+            "action": "chat:message:send",
+            "events": 1,
+            "tokens_input": 7,
+            "tokens_output": 3,
+            "tokens_total": 10,
+            "cost": "0.000000",
+            "currency": None,
+        },
     ]
 
 
@@ -71,7 +87,16 @@ def test_a_member_sees_only_their_tenant_with_all(database_url: str, usage: dict
         "report", "--database-url", database_url, "--all", *JUNE, "--as-user", str(usage["alice"]), "--format", "json"
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [{"events": 3, "tokens_input": 157, "tokens_output": 18, "tokens_total": 175}]
+    assert json.loads(result.stdout) == [
+        {
+            "events": 3,
+            "tokens_input": 157,
+            "tokens_output": 18,
+            "tokens_total": 175,
+            "cost": "0.000000",
+            "currency": None,
+        }
+    ]
 
 
 def test_table_with_chart_is_for_people(database_url: str, usage: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -155,6 +156,8 @@ def expected_summary(world: World, viewer: uuid.UUID | None, query: summaries.Su
                 "tokens_input": t[1],
                 "tokens_output": t[2],
                 "tokens_total": t[1] + t[2],
+                "cost": Decimal(0),  # no prices: every event costs 0 (tests/integration/test_costs.py prices them)
+                "currency": None,
             }
             for key, t in groups.items()
         ),

@@ -24,6 +24,15 @@ json_values = st.recursive(
     json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
 )
 near_the_size_limit = st.integers(METADATA_MAX_BYTES - 12, METADATA_MAX_BYTES - 6).map(lambda n: {"k": "x" * n})
+# What billing reads from metadata: the model (its text at most 200 characters) and the cached-input counts.
+billing_metadata = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.one_of(st.text(max_size=3), st.integers(198, 202).map("m".__mul__), st.integers(), st.none()),
+        "tokens_cached_input": st.one_of(st.integers(-2, 2**31), st.floats(-1, 10), st.booleans(), st.text(max_size=2)),
+        "tokens_cache_write": st.one_of(st.integers(-2, 2**31), st.just(2.0), st.none()),
+    },
+)
 token_counts = st.one_of(st.sampled_from([0, 1, -1, 2**30, 2**31 - 1, 2**31]), st.integers(-(2**32), 2**32))
 
 
@@ -44,7 +53,7 @@ def raw_events(draw: st.DrawFn, users: list[uuid.UUID], tenants: list[uuid.UUID]
         "tenant_id": draw(st.one_of(st.none(), st.sampled_from(tenants))),
         "tokens_input": draw(token_counts),
         "tokens_output": draw(token_counts),
-        "metadata": draw(st.one_of(json_values, near_the_size_limit)),
+        "metadata": draw(st.one_of(json_values, near_the_size_limit, billing_metadata)),
         "idempotency_key": draw(st.one_of(st.none(), st.text(max_size=3), st.integers(195, 205).map("k".__mul__))),
     }
 

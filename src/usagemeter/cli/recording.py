@@ -28,6 +28,7 @@ def _event_from_flags(
     tokens_out: int,
     metadata: str | None,
     idempotency_key: str | None,
+    model: str | None,
 ) -> str:
     """The flags as one JSON line, so flags and files share one path."""
     try:
@@ -43,6 +44,7 @@ def _event_from_flags(
         "tokens_output": tokens_out,
         "metadata": parsed_metadata,
         "idempotency_key": idempotency_key,
+        "model": model,
     }
     return json.dumps({k: v for k, v in fields.items() if v is not None})
 
@@ -69,6 +71,9 @@ def record(
     tokens_in: Annotated[int, typer.Option("--tokens-in", help="Input tokens")] = 0,
     tokens_out: Annotated[int, typer.Option("--tokens-out", help="Output tokens")] = 0,
     metadata: Annotated[str | None, typer.Option("--metadata", help="JSON object")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model (stored as metadata.model, what tokens are priced by)")
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Retry key")] = None,
     file: Annotated[
         str | None, typer.Option("--file", help="JSON Lines with the Python API's field names; - for stdin")
@@ -105,6 +110,7 @@ def record(
                 tokens_out=tokens_out,
                 metadata=metadata,
                 idempotency_key=idempotency_key,
+                model=model,
             )
             write(writer_face, [line], report)
         else:

@@ -70,7 +70,7 @@ def report(
     all_visible: Annotated[bool, typer.Option("--all", help="Everything the caller may see")] = False,
     start: Annotated[str | None, typer.Option("--from", help="ISO date; default: start of this month")] = None,
     end: Annotated[str | None, typer.Option("--to", help="ISO date, exclusive; default: start of next month")] = None,
-    by: Annotated[str, typer.Option("--by", help="Comma list of action, domain, module, user")] = "",
+    by: Annotated[str, typer.Option("--by", help="Comma list of action, domain, module, model, user")] = "",
     bucket: Annotated[str | None, typer.Option("--bucket", help="hour, day, week or month")] = None,
     tz: Annotated[str, typer.Option("--tz", help="IANA time zone of buckets and dates")] = "UTC",
     action_prefix: Annotated[str | None, typer.Option("--action-prefix", help="e.g. agency: or agency:scope:")] = None,

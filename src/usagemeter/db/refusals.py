@@ -13,6 +13,7 @@ its SQLSTATE or two-character class.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import psycopg
@@ -82,8 +83,37 @@ def _raised(failure: psycopg.Error, index: int) -> errors.UsagemeterError:
     )
 
 
+QUOTA_EXCEEDED = "UMQ01"  # a hard budget (usagemeter_private.count_usage_against_budgets_v1)
+UNPRICED_USAGE = "UMQ02"  # a cost budget meets tokens without a price
+
+
+def _quota_exceeded(failure: psycopg.Error, index: int) -> errors.UsagemeterError:
+    """A hard budget's refusal: the budget, used, requested, limit and window travel as JSON in DETAIL."""
+    diag = failure.diag
+    try:
+        budget = json.loads(diag.message_detail or "")
+        return errors.QuotaExceeded(
+            f"event {index}: {describe(failure)}", budget=budget, index=index, sqlstate=failure.sqlstate,
+            hint=diag.message_hint, detail=diag.message_detail,
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError):
+        return _raised(failure, index)  # a detail we cannot read still refuses, in the database's words
+
+
+def _unpriced(failure: psycopg.Error, index: int) -> errors.UsagemeterError:
+    diag = failure.diag
+    return errors.UnpricedUsage(
+        f"event {index}: {describe(failure)}", index=index, sqlstate=failure.sqlstate, hint=diag.message_hint
+    )
+
+
 # Refusals by SQLSTATE (five characters) or class (two); anything else non-transient is _rejected.
-_REFUSERS: dict[str, Refuser] = {"P0001": _raised}
+_REFUSERS: dict[str, Refuser] = {"P0001": _raised, QUOTA_EXCEEDED: _quota_exceeded, UNPRICED_USAGE: _unpriced}
+
+
+def is_batch_wide(refused: errors.UsagemeterError) -> bool:
+    """Whether a refusal is about a whole statement (a budget counts the batch together), not one of its events."""
+    return isinstance(refused, errors.QuotaExceeded)
 
 
 def register(code: str, refuser: Refuser) -> None:

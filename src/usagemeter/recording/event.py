@@ -22,7 +22,10 @@ ACTION_PATTERN = re.compile(r"[a-z0-9_-]+:[a-z0-9_-]+:[a-z0-9_-]+")
 ACTION_MAX_LENGTH = 200
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
 METADATA_MAX_BYTES = 16384
+MODEL_MAX_LENGTH = 200
 INT4_MAX = 2**31 - 1
+# Parts of tokens_input that providers bill at other rates (billing prices them): metadata keys.
+CACHE_TOKEN_KEYS = ("tokens_cached_input", "tokens_cache_write")
 
 TokenCount = Annotated[StrictInt, Field(ge=0, le=INT4_MAX)]
 
@@ -179,13 +182,44 @@ class EventFields(TypedDict, total=False):
     metadata: Mapping[str, Any] | None
     idempotency_key: str | None
     created_at: datetime | None
+    model: str | None
+
+
+def model_problem(metadata: Mapping[str, Any]) -> str | None:
+    """Why metadata.model is not a model name the database keeps (its text is the model column), or None."""
+    value = metadata.get("model")
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else jsonb_text(value)
+    if len(text) > MODEL_MAX_LENGTH:
+        return f"metadata.model must be at most {MODEL_MAX_LENGTH} characters, got {len(text)}"
+    return None
+
+
+def cache_counts_problem(metadata: Mapping[str, Any], tokens_input: int) -> str | None:
+    """Why the cached-input counts in metadata are not parts of tokens_input, or None (the database CHECKs the same)."""
+    total = 0
+    for key in CACHE_TOKEN_KEYS:
+        if key not in metadata:
+            continue
+        value = metadata[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
+            return f"metadata.{key} must be a whole number >= 0, got {value!r}"
+        total += int(value)
+    if total > tokens_input:
+        parts = " + ".join(f"metadata.{k}" for k in CACHE_TOKEN_KEYS if k in metadata)
+        return f"{parts} ({total}) must not exceed tokens_input ({tokens_input})"
+    return None
 
 
 class UsageEvent(BaseModel):
     """One usage event, as the application hands it to the recorder.
 
     `module_id` defaults to the action's first segment. `created_at` may only be given by the
-    service role (backfills, late events); users' events are stamped by the database.
+    service role (backfills, late events); users' events are stamped by the database. `model=` is
+    stored as metadata.model, where the database reads it (so a direct insert that names only
+    metadata.model is priced alike); `tokens_cached_input` and `tokens_cache_write` in metadata are
+    parts of tokens_input.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -199,6 +233,25 @@ class UsageEvent(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = None
     created_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_into_metadata(cls, data: object) -> object:
+        if not isinstance(data, dict) or "model" not in data:
+            return data
+        fields = dict(data)
+        model = fields.pop("model")
+        if model is None:
+            return fields
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"model must be a non-empty string, got {model!r}")
+        metadata = fields.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            return fields  # the metadata validator names the problem
+        if metadata.get("model", model) != model:
+            raise ValueError(f"model {model!r} differs from metadata.model {metadata['model']!r}")
+        fields["metadata"] = {**metadata, "model": model}
+        return fields
 
     @field_validator("action")
     @classmethod
@@ -252,8 +305,17 @@ class UsageEvent(BaseModel):
             raise ValueError("an event needs a tenant_id or a user_id (personal events need the user)")
         if self.tokens_input + self.tokens_output > INT4_MAX:
             raise ValueError(f"tokens_input + tokens_output must not exceed {INT4_MAX}")
+        problem = model_problem(self.metadata) or cache_counts_problem(self.metadata, self.tokens_input)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property
     def tokens_total(self) -> int:
         return self.tokens_input + self.tokens_output
+
+    @property
+    def model(self) -> str | None:
+        """The model the database prices the event by (metadata.model), if any."""
+        value = self.metadata.get("model")
+        return None if value is None or value == "" else value if isinstance(value, str) else jsonb_text(value)

@@ -223,7 +223,7 @@ def write_batch(
             return _insert(conn, identity, batch)
     except Exception as failure:
         refused = _retry_or_refusal(failure, index=0)
-        if locate_refusal and len(batch) > 1:
+        if locate_refusal and len(batch) > 1 and not refusals.is_batch_wide(refused):
             refused = _first_refused(conn, identity, batch) or refused
         raise refused from failure
 

@@ -80,7 +80,8 @@ class _Export:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        arrow_types = {"string": pa.string(), "int32": pa.int32(), "timestamp": pa.timestamp("us", tz="UTC")}
+        arrow_types = {"string": pa.string(), "int16": pa.int16(), "int32": pa.int32(),
+                       "timestamp": pa.timestamp("us", tz="UTC"), "decimal": pa.decimal128(20, 6)}  # fmt: skip
         schema = pa.schema([(c.name, arrow_types[c.arrow]) for c in ledger.EXPORTED])
         columns = report_sql.EXPORT_ARROW_COLUMNS
         statement = report_sql.export_query(self.query.scope, self.filters, columns)

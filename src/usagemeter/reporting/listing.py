@@ -11,6 +11,7 @@ import binascii
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -44,6 +45,13 @@ class UsageEventRow(BaseModel):
     tokens_total: int
     metadata: dict[str, Any]
     created_at: datetime
+    model: str | None
+    cost: Decimal
+    corrects_event_id: uuid.UUID | None
+    correction_kind: str | None
+    correction_reason: str | None
+    event_count: int
+    recorded_at: datetime | None
 
 
 class Page(BaseModel):

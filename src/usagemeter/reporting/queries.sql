@@ -5,63 +5,65 @@
 -- rollup_differences --
 -- Groups where a rollup plus the unfolded deltas and the raw events disagree (none when the triggers did their job).
 with raw as (
-  select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action,
-         count(*)::bigint as events, sum(tokens_input)::bigint as tokens_input,
-         sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total
-  from public.usage_events group by 1, 2, 3, 4
+  select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action, model,
+         sum(event_count)::bigint as events, sum(tokens_input)::bigint as tokens_input,
+         sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total, sum(cost) as cost
+  from public.usage_events group by 1, 2, 3, 4, 5
+  having (sum(event_count), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)) <> (0, 0, 0, 0, 0)
 ), raw_days as (
-  select date_trunc('day', bucket, 'UTC') as bucket, tenant_id, user_id, action, sum(events)::bigint as events,
-         sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
-         sum(tokens_total)::bigint as tokens_total
-  from raw group by 1, 2, 3, 4
+  select date_trunc('day', bucket, 'UTC') as bucket, tenant_id, user_id, action, model,
+         sum(events)::bigint as events, sum(tokens_input)::bigint as tokens_input,
+         sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total, sum(cost) as cost
+  from raw group by 1, 2, 3, 4, 5
 ), raw_tenant_days as (
-  select bucket, tenant_id, action, sum(events)::bigint as events, sum(tokens_input)::bigint as tokens_input,
-         sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total
-  from raw_days where tenant_id is not null group by 1, 2, 3
+  select bucket, tenant_id, action, model, sum(events)::bigint as events, sum(tokens_input)::bigint as tokens_input,
+         sum(tokens_output)::bigint as tokens_output, sum(tokens_total)::bigint as tokens_total, sum(cost) as cost
+  from raw_days where tenant_id is not null group by 1, 2, 3, 4
 ), deltas as (
-  select bucket, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
+  select bucket, tenant_id, user_id, action, model, events, tokens_input, tokens_output, tokens_total, cost
   from public.usage_rollup_deltas
 ), hours as (
-  select bucket, tenant_id, user_id, action, sum(events)::bigint as events,
+  select bucket, tenant_id, user_id, action, model, sum(events)::bigint as events,
          sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
-         sum(tokens_total)::bigint as tokens_total
-  from (select bucket, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
+         sum(tokens_total)::bigint as tokens_total, sum(cost) as cost
+  from (select bucket, tenant_id, user_id, action, model, events, tokens_input, tokens_output, tokens_total, cost
         from public.usage_rollup_hourly
         union all table deltas) as folded_and_not
-  group by 1, 2, 3, 4
-  having (sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)) <> (0, 0, 0, 0)
+  group by 1, 2, 3, 4, 5
+  having (sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)) <> (0, 0, 0, 0, 0)
 ), days as (
-  select day, tenant_id, user_id, action, sum(events)::bigint as events,
+  select day, tenant_id, user_id, action, model, sum(events)::bigint as events,
          sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
-         sum(tokens_total)::bigint as tokens_total
-  from (select day, tenant_id, user_id, action, events, tokens_input, tokens_output, tokens_total
+         sum(tokens_total)::bigint as tokens_total, sum(cost) as cost
+  from (select day, tenant_id, user_id, action, model, events, tokens_input, tokens_output, tokens_total, cost
         from public.usage_rollup_daily
         union all
-        select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, events, tokens_input, tokens_output,
-               tokens_total
+        select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, model, events, tokens_input,
+               tokens_output, tokens_total, cost
         from deltas) as folded_and_not
-  group by 1, 2, 3, 4
-  having (sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)) <> (0, 0, 0, 0)
+  group by 1, 2, 3, 4, 5
+  having (sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)) <> (0, 0, 0, 0, 0)
 ), tenant_days as (
-  select day, tenant_id, action, sum(events)::bigint as events,
+  select day, tenant_id, action, model, sum(events)::bigint as events,
          sum(tokens_input)::bigint as tokens_input, sum(tokens_output)::bigint as tokens_output,
-         sum(tokens_total)::bigint as tokens_total
-  from (select day, tenant_id, action, events, tokens_input, tokens_output, tokens_total
+         sum(tokens_total)::bigint as tokens_total, sum(cost) as cost
+  from (select day, tenant_id, action, model, events, tokens_input, tokens_output, tokens_total, cost
         from public.usage_rollup_tenant_daily
         union all
-        select date_trunc('day', bucket, 'UTC'), tenant_id, action, events, tokens_input, tokens_output, tokens_total
+        select date_trunc('day', bucket, 'UTC'), tenant_id, action, model, events, tokens_input, tokens_output,
+               tokens_total, cost
         from deltas where tenant_id is not null) as folded_and_not
-  group by 1, 2, 3
-  having (sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)) <> (0, 0, 0, 0)
+  group by 1, 2, 3, 4
+  having (sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)) <> (0, 0, 0, 0, 0)
 )
 select count(*) from (
-  select 'hour', bucket, tenant_id, user_id, action
+  select 'hour', bucket, tenant_id, user_id, action, model
   from ((table raw except table hours) union all (table hours except table raw)) as mismatched
   union
-  select 'day', bucket, tenant_id, user_id, action
+  select 'day', bucket, tenant_id, user_id, action, model
   from ((table raw_days except table days) union all (table days except table raw_days)) as mismatched_days
   union
-  select 'tenant day', bucket, tenant_id, null, action
+  select 'tenant day', bucket, tenant_id, null, action, model
   from ((table raw_tenant_days except table tenant_days) union all (table tenant_days except table raw_tenant_days))
     as mismatched_tenant_days
 ) as differing_groups
@@ -86,28 +88,30 @@ delete from public.usage_rollup_daily;
 delete from public.usage_rollup_tenant_daily
 
 -- rebuild_hourly_rollup --
--- The hourly rollup recomputed from every raw event.
+-- The hourly rollup recomputed from every raw event (corrections count by event_count: a void -1).
 insert into public.usage_rollup_hourly
-  (bucket, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
-select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1),
-       count(*), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+  (bucket, tenant_id, user_id, action, module_id, model, events, tokens_input, tokens_output, tokens_total, cost)
+select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), model,
+       sum(event_count), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)
 from public.usage_events
-group by 1, 2, 3, 4
+group by 1, 2, 3, 4, 6
+having sum(event_count) <> 0
 
 -- rebuild_tenant_daily_rollup --
 -- The tenant-wide daily rollup recomputed from the daily one.
 insert into public.usage_rollup_tenant_daily
-  (day, tenant_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
-select day, tenant_id, action, module_id, sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+  (day, tenant_id, action, module_id, model, events, tokens_input, tokens_output, tokens_total, cost)
+select day, tenant_id, action, module_id, model, sum(events), sum(tokens_input), sum(tokens_output),
+       sum(tokens_total), sum(cost)
 from public.usage_rollup_daily
 where tenant_id is not null
-group by 1, 2, 3, 4
+group by 1, 2, 3, 4, 5
 
 -- rebuild_daily_rollup --
 -- The daily rollup recomputed from the hourly one.
 insert into public.usage_rollup_daily
-  (day, tenant_id, user_id, action, module_id, events, tokens_input, tokens_output, tokens_total)
-select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id,
-       sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total)
+  (day, tenant_id, user_id, action, module_id, model, events, tokens_input, tokens_output, tokens_total, cost)
+select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id, model,
+       sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)
 from public.usage_rollup_hourly
-group by 1, 2, 3, 4, 5
+group by 1, 2, 3, 4, 5, 6

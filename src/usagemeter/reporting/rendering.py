@@ -8,6 +8,7 @@ import json
 import uuid
 from collections import defaultdict
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from rich.console import Console
@@ -17,14 +18,15 @@ from usagemeter.reporting.summaries import SummaryRow
 
 OutputFormat = Literal["table", "json", "csv"]
 TOTALS = ("events", "tokens_input", "tokens_output", "tokens_total")
+MONEY = ("cost", "currency")
 BAR_WIDTH = 50
 
 
 def _plain(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)  # money as a decimal string: exact, never a float
     return value
 
 
@@ -39,7 +41,7 @@ def to_json(rows: list[SummaryRow]) -> str:
 
 def to_csv(rows: list[SummaryRow], key_names: list[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*key_names, *TOTALS], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[*key_names, *TOTALS, *MONEY], lineterminator="\n")
     writer.writeheader()
     writer.writerows(as_records(rows))
     return buffer.getvalue()
@@ -51,14 +53,17 @@ def print_table(rows: list[SummaryRow], key_names: list[str], title: str, consol
         table.add_column(name)
     for name in TOTALS:
         table.add_column(name, justify="right")
+    currency = rows[0].currency if rows else None
+    table.add_column(f"cost ({currency})" if currency else "cost", justify="right")
     for record in as_records(rows):
         table.add_row(*(str(record[k]) if record[k] is not None else "" for k in key_names),
-                      *(f"{record[t]:,}" for t in TOTALS))  # fmt: skip
+                      *(f"{record[t]:,}" for t in TOTALS), record["cost"])  # fmt: skip
     if len(rows) > 1:
         table.add_section()
         table.add_row(
-            "total", *([""] * (len(key_names) - 1)), *(f"{sum(getattr(r, t) for r in rows):,}" for t in TOTALS)
-        )
+            "total", *([""] * (len(key_names) - 1)), *(f"{sum(getattr(r, t) for r in rows):,}" for t in TOTALS),
+            str(sum((r.cost for r in rows), Decimal(0))),
+        )  # fmt: skip
     console.print(table)
 
 

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from usagemeter import ledger
 
-GroupKey = Literal["action", "domain", "module", "user"]
+GroupKey = Literal["action", "domain", "module", "model", "user"]
 Scope = Literal["tenant", "user", "all"]
 
 # Output name and SQL expression of each grouping.
@@ -21,6 +21,7 @@ GROUP_COLUMNS: dict[GroupKey, tuple[str, sql.Composable]] = {
     "action": ("action", sql.SQL("e.action")),
     "domain": ("domain", sql.SQL("split_part(e.action, ':', 1) || ':' || split_part(e.action, ':', 2)")),
     "module": ("module_id", sql.SQL("coalesce(e.module_id, split_part(e.action, ':', 1))")),
+    "model": ("model", sql.SQL("e.model")),
     "user": ("user_id", sql.SQL("e.user_id")),
 }
 
@@ -44,6 +45,9 @@ BUCKET_EXPRESSION = sql.SQL("date_trunc(%(bucket)s, e.created_at)")
 
 USE_TIME_ZONE = "select set_config('TimeZone', %(tz)s, true)"
 
+# The currency of the price list (every price shares one), as the caller sees it; NULL before any price.
+PRICE_CURRENCY = "select min(p.currency) from public.usage_prices as p"
+
 
 def where_clause(
     scope: Scope, filters: Sequence[str], *, time_column: str = "created_at", start: str = "start", end: str = "end"
@@ -59,26 +63,26 @@ def where_clause(
 
 
 RAW_ROWS = sql.SQL(
-    "select e.created_at, e.tenant_id, e.user_id, e.action, e.module_id, 1 as events,"
-    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_events as e where {}"
+    "select e.created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.model, e.event_count as events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total, e.cost from public.usage_events as e where {}"
 )
 HOURLY_ROWS = sql.SQL(
-    "select e.bucket as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.events,"
-    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_hourly as e where {}"
+    "select e.bucket as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.model, e.events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total, e.cost from public.usage_rollup_hourly as e where {}"
 )
 DAILY_ROWS = sql.SQL(
-    "select e.day as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.events,"
-    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_daily as e where {}"
+    "select e.day as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.model, e.events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total, e.cost from public.usage_rollup_daily as e where {}"
 )
 
 TENANT_DAILY_ROWS = sql.SQL(
-    "select e.day as created_at, e.tenant_id, null::uuid as user_id, e.action, e.module_id, e.events,"
-    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_tenant_daily as e where {}"
+    "select e.day as created_at, e.tenant_id, null::uuid as user_id, e.action, e.module_id, e.model, e.events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total, e.cost from public.usage_rollup_tenant_daily as e where {}"
 )
 # Changes not yet folded into the rollups: added to any rollup part, they make it exact.
 DELTA_ROWS = sql.SQL(
-    "select e.bucket as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.events,"
-    " e.tokens_input, e.tokens_output, e.tokens_total from public.usage_rollup_deltas as e where {}"
+    "select e.bucket as created_at, e.tenant_id, e.user_id, e.action, e.module_id, e.model, e.events,"
+    " e.tokens_input, e.tokens_output, e.tokens_total, e.cost from public.usage_rollup_deltas as e where {}"
 )
 
 Source = Literal["raw", "hourly", "daily"]
@@ -136,7 +140,7 @@ def summary_query(
     totals = sql.SQL(
         "coalesce(sum(e.events), 0)::bigint as events, coalesce(sum(e.tokens_input), 0)::bigint as tokens_input,"
         " coalesce(sum(e.tokens_output), 0)::bigint as tokens_output,"
-        " coalesce(sum(e.tokens_total), 0)::bigint as tokens_total"
+        " coalesce(sum(e.tokens_total), 0)::bigint as tokens_total, coalesce(sum(e.cost), 0)::numeric(20, 6) as cost"
     )
     group = sql.SQL(" group by {} having sum(e.events) <> 0").format(
         sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(keys)))
@@ -169,7 +173,7 @@ def summary_query(
         " %(end)s::timestamptz - interval '1 microsecond', ('1 ' || %(bucket)s)::interval) as bucket)"
         " select {series_cols}b.bucket, coalesce(a.events, 0) as events,"
         " coalesce(a.tokens_input, 0) as tokens_input, coalesce(a.tokens_output, 0) as tokens_output,"
-        " coalesce(a.tokens_total, 0) as tokens_total"
+        " coalesce(a.tokens_total, 0) as tokens_total, coalesce(a.cost, 0)::numeric(20, 6) as cost"
         " from {series_source} cross join buckets as b left join agg as a on {join_on}"
         " order by {order}b.bucket limit %(row_limit)s"
     ).format(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
@@ -60,9 +61,11 @@ class SummaryQuery(UsageFilter):
 
 @dataclass(frozen=True, slots=True)
 class SummaryRow:
-    """One group's totals; `keys` holds the grouping values used (action, domain, module_id, user_id, bucket).
+    """One group's totals; `keys` holds the grouping values used (action, domain, module_id, model, user_id, bucket).
 
-    A plain dataclass: summaries return hundreds of rows and validation would only re-check the database.
+    `cost` is exact (the sum of the events' stored costs, 6 decimal places) in `currency`, the
+    price list's currency (None while there are no prices). A plain dataclass: summaries return
+    hundreds of rows and validation would only re-check the database.
     """
 
     keys: dict[str, Any]
@@ -70,10 +73,13 @@ class SummaryRow:
     tokens_input: int
     tokens_output: int
     tokens_total: int
+    cost: Decimal = Decimal("0.000000")
+    currency: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.keys, "events": self.events, "tokens_input": self.tokens_input,
-                "tokens_output": self.tokens_output, "tokens_total": self.tokens_total}  # fmt: skip
+                "tokens_output": self.tokens_output, "tokens_total": self.tokens_total,
+                "cost": self.cost, "currency": self.currency}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,7 @@ def summarize(
     try:
         with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(report_sql.USE_TIME_ZONE, params)
+            currency_row = cur.execute(report_sql.PRICE_CURRENCY).fetchone()
             rows = cur.execute(statement, params).fetchall()
     except pgerrors.InvalidParameterValue as failure:
         refusal = failure.diag.message_primary or ""
@@ -218,10 +225,12 @@ def summarize(
         )
     key_names = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by]
     zone = time_zone(query.tz)
+    currency = next(iter(currency_row.values())) if currency_row else None
     result = []
     for row in rows:
         keys = {name: row[name] for name in key_names}
         if query.bucket is not None:
             keys["bucket"] = row["bucket"].astimezone(zone)  # in the report's zone, whatever the session's
-        result.append(SummaryRow(keys, row["events"], row["tokens_input"], row["tokens_output"], row["tokens_total"]))
+        result.append(SummaryRow(keys, row["events"], row["tokens_input"], row["tokens_output"], row["tokens_total"],
+                                 row["cost"], currency))  # fmt: skip
     return result

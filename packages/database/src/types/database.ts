@@ -59,15 +59,159 @@ export type Database = {
         }
         Relationships: []
       }
+      usage_budget_alerts: {
+        Row: {
+          budget_id: string
+          fired_at: string
+          id: number
+          threshold: number
+          usage_limit: number
+          used: number
+          window_start: string
+        }
+        Insert: {
+          budget_id: string
+          fired_at?: string
+          id?: never
+          threshold: number
+          usage_limit: number
+          used: number
+          window_start: string
+        }
+        Update: {
+          budget_id?: string
+          fired_at?: string
+          id?: never
+          threshold?: number
+          usage_limit?: number
+          used?: number
+          window_start?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "usage_budget_alerts_budget_id_fkey"
+            columns: ["budget_id"]
+            isOneToOne: false
+            referencedRelation: "usage_budget_status"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "usage_budget_alerts_budget_id_fkey"
+            columns: ["budget_id"]
+            isOneToOne: false
+            referencedRelation: "usage_budgets"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      usage_budget_counters: {
+        Row: {
+          budget_id: string
+          used: number
+          window_end: string
+          window_start: string
+        }
+        Insert: {
+          budget_id: string
+          used: number
+          window_end: string
+          window_start: string
+        }
+        Update: {
+          budget_id?: string
+          used?: number
+          window_end?: string
+          window_start?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "usage_budget_counters_budget_id_fkey"
+            columns: ["budget_id"]
+            isOneToOne: false
+            referencedRelation: "usage_budget_status"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "usage_budget_counters_budget_id_fkey"
+            columns: ["budget_id"]
+            isOneToOne: false
+            referencedRelation: "usage_budgets"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      usage_budgets: {
+        Row: {
+          action_like: string | null
+          action_pattern: string | null
+          created_at: string
+          currency: string | null
+          id: string
+          metric: string
+          mode: string
+          period: string
+          tenant_id: string | null
+          thresholds: number[]
+          time_zone: string
+          usage_limit: number
+          user_id: string | null
+        }
+        Insert: {
+          action_like?: string | null
+          action_pattern?: string | null
+          created_at?: string
+          currency?: string | null
+          id?: string
+          metric: string
+          mode: string
+          period: string
+          tenant_id?: string | null
+          thresholds?: number[]
+          time_zone?: string
+          usage_limit: number
+          user_id?: string | null
+        }
+        Update: {
+          action_like?: string | null
+          action_pattern?: string | null
+          created_at?: string
+          currency?: string | null
+          id?: string
+          metric?: string
+          mode?: string
+          period?: string
+          tenant_id?: string | null
+          thresholds?: number[]
+          time_zone?: string
+          usage_limit?: number
+          user_id?: string | null
+        }
+        Relationships: [
+          {
+            foreignKeyName: "usage_budgets_tenant_id_fkey"
+            columns: ["tenant_id"]
+            isOneToOne: false
+            referencedRelation: "tenants"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
       usage_events: {
         Row: {
           action: string
+          correction_kind: string | null
+          correction_reason: string | null
+          corrects_event_id: string | null
+          cost: number
           created_at: string
+          event_count: number | null
           id: string
           idempotency_key: string | null
           metadata: Json
+          model: string | null
           module_id: string | null
           personal_user_id: string | null
+          recorded_at: string | null
           tenant_id: string | null
           tokens_input: number
           tokens_output: number
@@ -76,12 +220,19 @@ export type Database = {
         }
         Insert: {
           action: string
+          correction_kind?: string | null
+          correction_reason?: string | null
+          corrects_event_id?: string | null
+          cost?: number
           created_at?: string
+          event_count?: number | null
           id?: string
           idempotency_key?: string | null
           metadata?: Json
+          model?: string | null
           module_id?: string | null
           personal_user_id?: string | null
+          recorded_at?: string | null
           tenant_id?: string | null
           tokens_input?: number
           tokens_output?: number
@@ -90,12 +241,19 @@ export type Database = {
         }
         Update: {
           action?: string
+          correction_kind?: string | null
+          correction_reason?: string | null
+          corrects_event_id?: string | null
+          cost?: number
           created_at?: string
+          event_count?: number | null
           id?: string
           idempotency_key?: string | null
           metadata?: Json
+          model?: string | null
           module_id?: string | null
           personal_user_id?: string | null
+          recorded_at?: string | null
           tenant_id?: string | null
           tokens_input?: number
           tokens_output?: number
@@ -104,7 +262,67 @@ export type Database = {
         }
         Relationships: [
           {
+            foreignKeyName: "usage_events_corrects_event_id_fkey"
+            columns: ["corrects_event_id"]
+            isOneToOne: false
+            referencedRelation: "usage_events"
+            referencedColumns: ["id"]
+          },
+          {
             foreignKeyName: "usage_events_tenant_id_fkey"
+            columns: ["tenant_id"]
+            isOneToOne: false
+            referencedRelation: "tenants"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
+      usage_prices: {
+        Row: {
+          action: string | null
+          cache_write_per_million: number | null
+          cached_input_per_million: number | null
+          created_at: string
+          currency: string
+          effective_from: string
+          id: number
+          input_per_million: number | null
+          model: string | null
+          output_per_million: number | null
+          per_event: number | null
+          tenant_id: string | null
+        }
+        Insert: {
+          action?: string | null
+          cache_write_per_million?: number | null
+          cached_input_per_million?: number | null
+          created_at?: string
+          currency: string
+          effective_from: string
+          id?: never
+          input_per_million?: number | null
+          model?: string | null
+          output_per_million?: number | null
+          per_event?: number | null
+          tenant_id?: string | null
+        }
+        Update: {
+          action?: string | null
+          cache_write_per_million?: number | null
+          cached_input_per_million?: number | null
+          created_at?: string
+          currency?: string
+          effective_from?: string
+          id?: never
+          input_per_million?: number | null
+          model?: string | null
+          output_per_million?: number | null
+          per_event?: number | null
+          tenant_id?: string | null
+        }
+        Relationships: [
+          {
+            foreignKeyName: "usage_prices_tenant_id_fkey"
             columns: ["tenant_id"]
             isOneToOne: false
             referencedRelation: "tenants"
@@ -115,9 +333,11 @@ export type Database = {
       usage_rollup_daily: {
         Row: {
           action: string
+          cost: number
           day: string
           events: number
           id: number
+          model: string | null
           module_id: string
           tenant_id: string | null
           tokens_input: number
@@ -127,9 +347,11 @@ export type Database = {
         }
         Insert: {
           action: string
+          cost?: number
           day: string
           events: number
           id?: never
+          model?: string | null
           module_id: string
           tenant_id?: string | null
           tokens_input: number
@@ -139,9 +361,11 @@ export type Database = {
         }
         Update: {
           action?: string
+          cost?: number
           day?: string
           events?: number
           id?: never
+          model?: string | null
           module_id?: string
           tenant_id?: string | null
           tokens_input?: number
@@ -155,8 +379,10 @@ export type Database = {
         Row: {
           action: string
           bucket: string
+          cost: number
           events: number
           id: number
+          model: string | null
           module_id: string
           tenant_id: string | null
           tokens_input: number
@@ -167,8 +393,10 @@ export type Database = {
         Insert: {
           action: string
           bucket: string
+          cost?: number
           events: number
           id?: never
+          model?: string | null
           module_id: string
           tenant_id?: string | null
           tokens_input: number
@@ -179,8 +407,10 @@ export type Database = {
         Update: {
           action?: string
           bucket?: string
+          cost?: number
           events?: number
           id?: never
+          model?: string | null
           module_id?: string
           tenant_id?: string | null
           tokens_input?: number
@@ -194,8 +424,10 @@ export type Database = {
         Row: {
           action: string
           bucket: string
+          cost: number
           events: number
           id: number
+          model: string | null
           module_id: string
           tenant_id: string | null
           tokens_input: number
@@ -206,8 +438,10 @@ export type Database = {
         Insert: {
           action: string
           bucket: string
+          cost?: number
           events: number
           id?: never
+          model?: string | null
           module_id: string
           tenant_id?: string | null
           tokens_input: number
@@ -218,8 +452,10 @@ export type Database = {
         Update: {
           action?: string
           bucket?: string
+          cost?: number
           events?: number
           id?: never
+          model?: string | null
           module_id?: string
           tenant_id?: string | null
           tokens_input?: number
@@ -232,9 +468,11 @@ export type Database = {
       usage_rollup_tenant_daily: {
         Row: {
           action: string
+          cost: number
           day: string
           events: number
           id: number
+          model: string | null
           module_id: string
           tenant_id: string
           tokens_input: number
@@ -243,9 +481,11 @@ export type Database = {
         }
         Insert: {
           action: string
+          cost?: number
           day: string
           events: number
           id?: never
+          model?: string | null
           module_id: string
           tenant_id: string
           tokens_input: number
@@ -254,9 +494,11 @@ export type Database = {
         }
         Update: {
           action?: string
+          cost?: number
           day?: string
           events?: number
           id?: never
+          model?: string | null
           module_id?: string
           tenant_id?: string
           tokens_input?: number
@@ -267,10 +509,71 @@ export type Database = {
       }
     }
     Views: {
-      [_ in never]: never
+      usage_budget_status: {
+        Row: {
+          action_pattern: string | null
+          currency: string | null
+          id: string | null
+          metric: string | null
+          mode: string | null
+          period: string | null
+          remaining: number | null
+          tenant_id: string | null
+          thresholds: number[] | null
+          time_zone: string | null
+          usage_limit: number | null
+          used: number | null
+          user_id: string | null
+          window_end: string | null
+          window_start: string | null
+        }
+        Relationships: [
+          {
+            foreignKeyName: "usage_budgets_tenant_id_fkey"
+            columns: ["tenant_id"]
+            isOneToOne: false
+            referencedRelation: "tenants"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
     }
     Functions: {
-      [_ in never]: never
+      amend_usage_event_v1: {
+        Args: {
+          event_id: string
+          reason: string
+          tokens_input: number
+          tokens_output: number
+        }
+        Returns: string
+      }
+      check_usage_quota_v1: {
+        Args: {
+          action: string
+          cost?: number
+          events?: number
+          tenant_id: string
+          tokens?: number
+          user_id: string
+        }
+        Returns: {
+          allowed: boolean
+          budget_id: string
+          metric: string
+          mode: string
+          remaining: number
+          requested: number
+          usage_limit: number
+          used: number
+          window_end: string
+          window_start: string
+        }[]
+      }
+      void_usage_event_v1: {
+        Args: { event_id: string; reason: string }
+        Returns: string
+      }
     }
     Enums: {
       [_ in never]: never
