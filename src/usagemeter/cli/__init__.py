@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from usagemeter.cli import common, database, recording, reporting
+from usagemeter.cli import common, corrections, database, recording, reporting
 
 app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
 
@@ -21,5 +21,7 @@ app.command("record")(recording.record)
 app.command("report")(reporting.report)
 app.command("export")(reporting.export)
 app.command("rollup")(reporting.rollup_command)
+app.command("void")(corrections.void_command)
+app.command("amend")(corrections.amend_command)
 
 __all__ = ["app"]
