@@ -148,3 +148,31 @@ class RecorderClosed(UsagemeterError):
 
 class BudgetError(UsagemeterError, ValueError):
     """A budget could not be set, found or deleted: the message names what is wrong; nothing changed."""
+
+
+class InvalidCorrection(UsagemeterError, ValueError):
+    """A void or amendment was asked for with a bad reason or token count; nothing was sent. `field` names it."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class EventNotFound(UsagemeterError, LookupError):
+    """No usage event has the id given to a void or amendment (SQLSTATE P0002); nothing changed."""
+
+    def __init__(self, message: str, *, event_id: object = None) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+
+
+class CorrectionRefused(UsagemeterError):
+    """The database refused a void or amendment (already void, an entry, ...), in its own words; nothing changed."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class PermissionDenied(UsagemeterError):
+    """The caller may not do this (SQLSTATE 42501): only the service role voids or amends usage; nothing changed."""

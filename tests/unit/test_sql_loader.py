@@ -1,4 +1,4 @@
-"""The SQL loader, and that every query the code names exists in its package's queries.sql."""
+"""The SQL loader, and that every query the code names exists in the queries file its module loads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from usagemeter.db import sql
 
 PACKAGE = Path(sql.__file__).resolve().parents[1]
-QUERY_PACKAGES = sorted(p.parent for p in PACKAGE.rglob("queries.sql"))
 
 
 def test_parse_splits_at_markers_and_strips_comments() -> None:
@@ -51,18 +50,67 @@ def test_the_scan_sees_names_chosen_by_a_conditional() -> None:
     assert names_used(tree) == {"plain_name", "a_one", "b_two"}
 
 
-@pytest.mark.parametrize("package", QUERY_PACKAGES, ids=lambda p: p.name)
-def test_every_query_named_in_code_exists_and_every_query_is_used(package: Path) -> None:
-    defined = set(sql.parse_queries((package / "queries.sql").read_text()))
-    used: set[str] = set()
-    for path in package.glob("*.py"):
-        used |= names_used(ast.parse(path.read_text()))
-    assert used, f"no query names found in {package.name}: the scan is wrong"
-    assert used - defined == set(), f"missing from {package.name}/queries.sql"
-    assert defined - used == set(), f"unused in {package.name}/queries.sql"
+def file_loaded(tree: ast.AST) -> str | None:
+    """The queries file a module loads: `load_queries(package, name)`'s name, `queries.sql` by default."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+        if called != "load_queries":
+            continue
+        given = node.args[1:] + [k.value for k in node.keywords if k.arg == "name"]
+        if not given:
+            return "queries.sql"
+        named = given[0]
+        assert isinstance(named, ast.Constant), "name the queries file literally"
+        assert isinstance(named.value, str)
+        return named.value
+    return None
+
+
+def test_the_scan_sees_which_file_a_module_loads() -> None:
+    assert file_loaded(ast.parse('queries = sql.load_queries("usagemeter.db")')) == "queries.sql"
+    assert file_loaded(ast.parse('queries = sql.load_queries("usagemeter.billing", "corrections.sql")')) == (
+        "corrections.sql"
+    )
+    assert file_loaded(ast.parse('q = load_queries("usagemeter.x", name="other.sql")')) == "other.sql"
+    assert file_loaded(ast.parse("x = 1")) is None
+
+
+def names_used_per_file() -> dict[Path, set[str]]:
+    """Query names used in code, by the queries file their module loads (its package's queries.sql if none)."""
+    used: dict[Path, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = names_used(tree)
+        if names:
+            used.setdefault(path.parent / (file_loaded(tree) or "queries.sql"), set()).update(names)
+    return used
+
+
+USED = names_used_per_file()
+QUERY_FILES = sorted(set(PACKAGE.rglob("queries.sql")) | set(USED))
+
+
+@pytest.mark.parametrize("queries_file", QUERY_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_query_named_in_code_exists_and_every_query_is_used(queries_file: Path) -> None:
+    where = f"{queries_file.parent.name}/{queries_file.name}"
+    assert queries_file.exists(), f"{where} is loaded but does not exist"
+    defined = set(sql.parse_queries(queries_file.read_text()))
+    used = USED.get(queries_file, set())
+    assert used, f"no query names found for {where}: the scan is wrong"
+    assert used - defined == set(), f"missing from {where}"
+    assert defined - used == set(), f"unused in {where}"
 
 
 def test_every_package_loads_its_queries() -> None:
-    assert [p.name for p in QUERY_PACKAGES] == ["db", "ops", "recording", "reporting"]
-    for package in QUERY_PACKAGES:
-        assert sql.load_queries(f"usagemeter.{package.name}")
+    assert [f"{p.parent.name}/{p.name}" for p in QUERY_FILES] == [
+        "billing/corrections.sql",
+        "db/queries.sql",
+        "ops/queries.sql",
+        "recording/queries.sql",
+        "reporting/queries.sql",
+    ]
+    for queries_file in QUERY_FILES:
+        assert sql.load_queries(f"usagemeter.{queries_file.parent.name}", queries_file.name)

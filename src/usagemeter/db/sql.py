@@ -1,5 +1,7 @@
 """The SQL loader: each flow keeps its queries in a `queries.sql` beside its code, one per `-- name --` marker.
 
+A package may keep a module's queries in a file of their own beside it (`load_queries(package, name)`).
+
 As procrastinate does it: the file is parsed once into `{name: text}`, and code calls
 `queries["name"]` with `%(name)s` parameters. Comment lines are stripped from the text sent, so
 a `%` or a quote in a comment can never change what the server runs.
@@ -39,6 +41,10 @@ def read_sql_file(package: str, name: str) -> LiteralString:
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")
 
 
-def load_queries(package: str) -> dict[str, LiteralString]:
-    """The queries of one package's `queries.sql`."""
-    return parse_queries(read_sql_file(package, "queries.sql"), source=f"{package}/queries.sql")
+def load_queries(package: str, name: str = "queries.sql") -> dict[str, LiteralString]:
+    """The queries of one package's `queries.sql`, or of another queries file of it (`name`).
+
+    A second file lets a module that shares its package with others keep its queries apart
+    (billing's corrections in `corrections.sql`), so the package's files stay one per job.
+    """
+    return parse_queries(read_sql_file(package, name), source=f"{package}/{name}")
