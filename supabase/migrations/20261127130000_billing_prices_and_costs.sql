@@ -281,6 +281,12 @@ as $$
 begin
   if tg_op = 'INSERT' then
     new.recorded_at := now();  -- nobody chooses when a row was written
+    -- Correction entries come only from void_usage_event_v1 / amend_usage_event_v1, which check them.
+    if new.correction_kind is not null
+       and current_setting('usagemeter.correcting_event', true) is distinct from new.corrects_event_id::text then
+      raise exception 'usagemeter: correction entries are written by public.void_usage_event_v1 and public.amend_usage_event_v1 only'
+        using errcode = '42501';
+    end if;
   end if;
   if new.correction_kind is null then
     new.cost := usagemeter_private.event_cost_v1(
@@ -351,6 +357,7 @@ begin
   if current.events = 0 then
     raise exception 'usagemeter: event % is already void', event_id using errcode = '22023';
   end if;
+  perform set_config('usagemeter.correcting_event', event_id::text, true);
   insert into public.usage_events
     (tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, created_at, cost,
      corrects_event_id, correction_kind, correction_reason)
@@ -359,6 +366,7 @@ begin
           jsonb_strip_nulls(jsonb_build_object('model', (current.original).model)),
           (current.original).created_at, -current.cost, event_id, 'void', reason)
   returning id into entry_id;
+  perform set_config('usagemeter.correcting_event', '', true);
   return entry_id;
 end
 $$;
@@ -389,6 +397,7 @@ begin
   if current.events = 0 then
     raise exception 'usagemeter: event % is void; it cannot be amended', event_id using errcode = '22023';
   end if;
+  perform set_config('usagemeter.correcting_event', event_id::text, true);
   new_cost := usagemeter_private.event_cost_v1(
     (current.original).tenant_id, (current.original).model, (current.original).action,
     (current.original).created_at, tokens_input, tokens_output, (current.original).metadata);
@@ -400,6 +409,7 @@ begin
           jsonb_strip_nulls(jsonb_build_object('model', (current.original).model)),
           (current.original).created_at, new_cost - current.cost, event_id, 'amend', reason)
   returning id into entry_id;
+  perform set_config('usagemeter.correcting_event', '', true);
   return entry_id;
 end
 $$;
