@@ -14,9 +14,10 @@ returning id
 """
 
 # Each budget the caller may read (RLS), with its current window: of one tenant, or of one Personal user.
+# A total budget's window never ends: its end comes back NULL, as Python has no infinite datetime.
 BUDGET_STATUS: LiteralString = """
 select id, tenant_id, user_id, metric, usage_limit, currency, period, time_zone, action_pattern, mode, thresholds,
-       window_start, window_end, used, remaining
+       window_start, nullif(window_end, 'infinity') as window_end, used, remaining
 from public.usage_budget_status
 where (%(budget_id)s::uuid is null or id = %(budget_id)s)
   and (%(tenant_id)s::uuid is null or tenant_id = %(tenant_id)s)
@@ -28,7 +29,8 @@ DELETE_BUDGET: LiteralString = "delete from public.usage_budgets where id = %(bu
 
 # "May I spend this much more now?" as the caller (RLS: only budgets they may read).
 CHECK_QUOTA: LiteralString = """
-select budget_id, metric, mode, usage_limit, used, requested, remaining, window_start, window_end, allowed
+select budget_id, metric, mode, usage_limit, used, requested, remaining, window_start,
+       nullif(window_end, 'infinity') as window_end, allowed
 from public.check_usage_quota_v1(%(tenant_id)s, %(user_id)s, %(action)s, %(events)s, %(tokens)s, %(cost)s)
 """
 

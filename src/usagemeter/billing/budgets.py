@@ -131,11 +131,7 @@ def _number(value: Decimal) -> str:
 
 
 def _time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.year in (1, 9999) or value in (datetime.min, datetime.max):
-        return None
-    return value.isoformat()
+    return None if value is None else value.isoformat()
 
 
 def _status(row: dict[str, Any]) -> BudgetStatus:
