@@ -96,7 +96,6 @@ def test_a_cost_budget_without_a_currency_is_a_usage_error(
     assert owner.execute("select count(*) from public.usage_budgets").fetchone() == (0,)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: psycopg cannot read a total window's end 'infinity' (DataError)")
 def test_set_a_total_budget_prints_it(database_url: str, tenant: dict[str, uuid.UUID]) -> None:
     result = usagemeter(
         "budget", "set", "--tenant", str(tenant["tenant"]), "--metric", "events", "--limit", "3", "--window", "total",
