@@ -63,6 +63,6 @@ def test_every_query_named_in_code_exists_and_every_query_is_used(package: Path)
 
 
 def test_every_package_loads_its_queries() -> None:
-    assert [p.name for p in QUERY_PACKAGES] == ["db", "ops", "recording", "reporting"]
+    assert [p.name for p in QUERY_PACKAGES] == ["billing", "db", "ops", "recording", "reporting"]
     for package in QUERY_PACKAGES:
         assert sql.load_queries(f"usagemeter.{package.name}")
