@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from usagemeter.cli import common, database, recording, reporting
+from usagemeter.cli import common, database, prices, recording, reporting
 
 app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
 
@@ -16,6 +16,7 @@ def _command_line() -> None:
 
 
 app.add_typer(database.db_app, name="db")
+app.add_typer(prices.prices_app, name="prices")
 app.command("gen-types")(database.gen_types)
 app.command("record")(recording.record)
 app.command("report")(reporting.report)
