@@ -176,3 +176,30 @@ class CorrectionRefused(UsagemeterError):
 
 class PermissionDenied(UsagemeterError):
     """The caller may not do this (SQLSTATE 42501): only the service role voids or amends usage; nothing changed."""
+
+
+class InvalidPrice(UsagemeterError, ValueError):
+    """A price breaks a rule, or a price file cannot be read; no price of its file or list was loaded.
+
+    `row` is the price's 1-based position in its file or list (None for the file as a whole: its
+    header, its syntax), `field` the column at fault, if one is.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.field = field
+
+
+class PriceRefused(UsagemeterError):
+    """The database refused a price of a load (a duplicate, an unknown tenant, a second currency); none was stored.
+
+    `row` is the refused price's 1-based position in the list loaded, `field` the column at fault if
+    one is, `sqlstate` the database's code.
+    """
+
+    def __init__(self, message: str, *, row: int, field: str | None = None, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.field = field
+        self.sqlstate = sqlstate

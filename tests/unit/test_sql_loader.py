@@ -107,6 +107,7 @@ def test_every_query_named_in_code_exists_and_every_query_is_used(queries_file: 
 def test_every_package_loads_its_queries() -> None:
     assert [f"{p.parent.name}/{p.name}" for p in QUERY_FILES] == [
         "billing/corrections.sql",
+        "billing/queries.sql",
         "db/queries.sql",
         "ops/queries.sql",
         "recording/queries.sql",

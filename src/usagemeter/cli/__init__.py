@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from usagemeter.cli import budgets, common, corrections, database, recording, reporting
+from usagemeter.cli import budgets, common, corrections, database, prices, recording, reporting
 
 app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
 
@@ -16,11 +16,13 @@ def _command_line() -> None:
 
 
 app.add_typer(database.db_app, name="db")
+app.add_typer(prices.prices_app, name="prices")
 app.command("gen-types")(database.gen_types)
 app.command("record")(recording.record)
 app.command("report")(reporting.report)
 app.command("export")(reporting.export)
 app.command("rollup")(reporting.rollup_command)
+app.add_typer(prices.prices_app, name="prices")
 app.add_typer(budgets.budget_app, name="budget")
 app.command("void")(corrections.void_command)
 app.command("amend")(corrections.amend_command)
