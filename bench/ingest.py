@@ -10,7 +10,11 @@ Same table, same indexes, emptied before each phase:
 (e) enqueue(): throughput until flushed, and the caller's cost per call;
 (f) 32 connections, each its own user signed in (role authenticated), committing one-event
     inserts for a fixed time: all into one tenant, then each into its own tenant
-    (single_tenant_vs_spread), and both again without the rollup trigger (the raw limit).
+    (single_tenant_vs_spread), and both again without the rollup trigger (the raw limit);
+(g) budgets: (c) and (d) again, each with three hard budgets on the tenant (events per month,
+    tokens per day, cost per month; limits never reached) and with no budget at all, in turns,
+    with a token price for the events' model loaded on both sides (batch_budgets_vs_none,
+    single_budgets_vs_none).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ from rich.table import Table
 
 from bench import harness
 from usagemeter import db
+from usagemeter.billing import budgets
 from usagemeter.recording.recorder import EnqueueOptions, Recorder
 
 COLUMNS = ("tenant_id", "user_id", "action", "module_id", "tokens_input", "tokens_output", "metadata")
@@ -52,6 +58,16 @@ SIGN_IN = "select set_config('role', 'authenticated', false), set_config('reques
 ROLLUP_TRIGGER = "usage_rollup_after_insert"
 ACTION = "agency:scope:generate"
 METADATA = {"model": "gpt-bench", "request": "r-000000"}
+PRICE_INSERT = (
+    "insert into public.usage_prices (model, currency, input_per_million, output_per_million, effective_from)"
+    " values (%s, 'USD', 3, 15, '2000-01-01T00:00:00Z')"
+)
+BUDGET_TOTALS = (
+    "select b.metric, coalesce(sum(k.used), 0) from public.usage_budgets as b"
+    " left join public.usage_budget_counters as k on k.budget_id = b.id where b.tenant_id = %s group by b.metric"
+)
+NEVER_REACHED = Decimal(10) ** 13
+BUDGET_TARGET = 0.7
 
 
 def empty_table(conn: psycopg.Connection[Any]) -> None:
@@ -213,6 +229,57 @@ def contention(url: str, owner: psycopg.Connection[Any], writers: int, seconds: 
     return {key: events[key] / elapsed[key] for key in events}
 
 
+def hard_budgets(tenant: uuid.UUID) -> list[budgets.BudgetSpec]:
+    """Three hard budgets a tenant might have, with limits no bench run reaches (a refusal would end the run)."""
+    return [
+        budgets.BudgetSpec(tenant_id=tenant, metric="events", limit=NEVER_REACHED, period="month", mode="hard"),
+        budgets.BudgetSpec(tenant_id=tenant, metric="tokens", limit=NEVER_REACHED, period="day", mode="hard"),
+        budgets.BudgetSpec(
+            tenant_id=tenant, metric="cost", limit=NEVER_REACHED, currency="USD", period="month", mode="hard"
+        ),
+    ]
+
+
+def budget_totals(owner: psycopg.Connection[Any], tenant: uuid.UUID) -> dict[str, Decimal]:
+    """What each of the tenant's budgets has counted, over all its windows (proof the triggers did the work)."""
+    return {metric: used for metric, used in owner.execute(BUDGET_TOTALS, (tenant,))}
+
+
+def budget_overhead(
+    owner: psycopg.Connection[Any], paths: dict[str, tuple[int, Callable[[], float]]], tenant: uuid.UUID, rounds: int
+) -> dict[str, float]:
+    """Rows/s of each path with the tenant's three hard budgets (key `<path>_budgets`) and with none (`<path>_none`).
+
+    The sides take turns, starting with each in alternate rounds, so load from elsewhere on the
+    machine falls on both alike. "None" means no budget in the database at all, the state every
+    deployment starts in: the triggers return at their first check, so the ratio is the full
+    price of enforcement. Each budgeted side is checked to have counted every event it wrote.
+    """
+    rows: dict[str, float] = defaultdict(float)
+    elapsed: dict[str, float] = defaultdict(float)
+    for turn in range(rounds):
+        for with_budgets in (True, False) if turn % 2 == 0 else (False, True):
+            empty_table(owner)  # a budget starts from the usage stored in its window: none
+            ids = [budgets.set_budget(owner, spec).id for spec in hard_budgets(tenant)] if with_budgets else []
+            for path, (expected, run) in paths.items():
+                empty_table(owner)
+                rate = run()
+                stored = count(owner)
+                assert stored == expected, f"{path} stored {stored} rows, expected {expected}"
+                key = f"{path}_{'budgets' if with_budgets else 'none'}"
+                rows[key] += expected
+                elapsed[key] += expected / rate
+            if with_budgets:
+                totals = budget_totals(owner, tenant)
+                written = sum(expected for expected, _ in paths.values())
+                assert totals["events"] == written, f"the events budget counted {totals['events']}, not {written}"
+                assert totals["tokens"] > 0, f"the tokens budget counted nothing: {totals}"
+                assert totals["cost"] > 0, f"the cost budget counted nothing (no price applied?): {totals}"
+            for budget_id in ids:
+                budgets.delete_budget(owner, budget_id)
+    return {key: rows[key] / elapsed[key] for key in rows}
+
+
 def count(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("select count(*) from public.usage_events").fetchone()
     return int(row[0]) if row else 0
@@ -226,6 +293,7 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=32, help="direct writers for single_tenant_vs_spread")
     parser.add_argument("--contention-seconds", type=float, default=8.0, help="duration of each direct-writer side")
     parser.add_argument("--contention-rounds", type=int, default=4, help="turns the direct-writer sides take")
+    parser.add_argument("--budget-rounds", type=int, default=2, help="turns of the with/without budgets sides")
     parser.add_argument("--json", action="store_true", help="print only the JSON summary")
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
@@ -264,6 +332,13 @@ def main() -> None:
             console.print(f"enqueue: {args.rows:,} rows")
             results["enqueue"], results["enqueue_us"] = enqueue(recorder, tenant_id, user_id, args.rows)
             assert count(owner) == args.rows
+            owner.execute(PRICE_INSERT, (METADATA["model"],))
+            console.print(f"budgets: batch {args.rows:,} rows and 32 threads {args.group_rows:,} rows, 3 hard or none")
+            budget_paths: dict[str, tuple[int, Callable[[], float]]] = {
+                "batch": (args.rows, lambda: batches_as_user(me, tenant_id, args.rows)),
+                "single": (args.group_rows, lambda: group_commit(me, tenant_id, args.group_rows)),
+            }
+            results.update(budget_overhead(owner, budget_paths, tenant_id, args.budget_rounds))
         console.print(f"direct writers: {args.writers} connections, {args.contention_seconds:g} s per side")
         results.update(contention(url, owner, args.writers, args.contention_seconds, args.contention_rounds))
 
@@ -293,6 +368,15 @@ def main() -> None:
         f"single_tenant_vs_spread: {results['single_tenant'] / results['spread']:.2f}"
         f" (raw limit: {results['single_tenant_raw'] / results['spread_raw']:.2f})"
     )
+    budget_table = Table(title="(g) three hard budgets on the tenant against none", title_justify="left")
+    for column in ("path", "rows/s with budgets", "rows/s without", "ratio", f"target ≥ {BUDGET_TARGET}"):
+        budget_table.add_column(column, justify="right" if column != "path" else "left")
+    for path, label in (("batch", "record_many x1000 as user"), ("single", "32 threads record(), group commit")):
+        rate, none = results[f"{path}_budgets"], results[f"{path}_none"]
+        ratio = rate / none
+        met = "met" if ratio >= BUDGET_TARGET else "missed"
+        budget_table.add_row(f"{path}_budgets_vs_none: {label}", f"{rate:,.0f}", f"{none:,.0f}", f"{ratio:.2f}", met)
+    console.print(budget_table)
     harness.print_summary(
         {
             "server": description,
@@ -311,6 +395,12 @@ def main() -> None:
             "spread_raw_rows_per_s": round(results["spread_raw"]),
             "single_tenant_vs_spread": round(results["single_tenant"] / results["spread"], 3),
             "single_tenant_vs_spread_raw": round(results["single_tenant_raw"] / results["spread_raw"], 3),
+            "batch_budgets_rows_per_s": round(results["batch_budgets"]),
+            "batch_no_budgets_rows_per_s": round(results["batch_none"]),
+            "single_budgets_rows_per_s": round(results["single_budgets"]),
+            "single_no_budgets_rows_per_s": round(results["single_none"]),
+            "batch_budgets_vs_none": round(results["batch_budgets"] / results["batch_none"], 3),
+            "single_budgets_vs_none": round(results["single_budgets"] / results["single_none"], 3),
         }
     )
 

@@ -17,7 +17,15 @@ BENCHMARKS = {
     ),
     "ingest.py": (
         ["--rows", "2000", "--naive-rows", "50", "--group-rows", "320", "--json", *FEW_DIRECT_WRITERS],
-        ["copy_rows_per_s", "batch_vs_copy", "group_commit_vs_naive", "enqueue_us_per_call", "single_tenant_vs_spread"],
+        [
+            "copy_rows_per_s",
+            "batch_vs_copy",
+            "group_commit_vs_naive",
+            "enqueue_us_per_call",
+            "single_tenant_vs_spread",
+            "batch_budgets_vs_none",
+            "single_budgets_vs_none",
+        ],
     ),
     "reports.py": (
         ["--rows", "5000", "--repeat", "2"],
