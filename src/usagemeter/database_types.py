@@ -169,6 +169,42 @@ class UsageBudgetsInsert(TypedDict):
     user_id: NotRequired[UUID | None]
 
 
+class UsageClosedPeriodsRow(BaseModel):
+    """A row of usage_closed_periods: Final statements: a tenant's or a Personal user's period (a month in a time zone) that nothing can be written into any more; late entries are booked after it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    closed_at: datetime
+    """When the statement was closed."""
+    id: int
+    """Closed period id."""
+    period_end: datetime
+    """End of the period (exclusive)."""
+    period_start: datetime
+    """Start of the period (local midnight on the 1st, in time_zone)."""
+    statement: Json
+    """The statement as it was closed (the JSON `usagemeter statement` prints)."""
+    tenant_id: UUID | None
+    """Tenant of the statement; NULL for a Personal user's."""
+    time_zone: str
+    """IANA zone the month was taken in."""
+    user_id: UUID | None
+    """Personal user of the statement; NULL for a tenant's."""
+
+
+class UsageClosedPeriodsInsert(TypedDict):
+    """Columns to insert into usage_closed_periods; generated ones are absent."""
+
+    closed_at: NotRequired[datetime]
+    id: NotRequired[int]
+    period_end: datetime
+    period_start: datetime
+    statement: Json
+    tenant_id: NotRequired[UUID | None]
+    time_zone: str
+    user_id: NotRequired[UUID | None]
+
+
 class UsageEventsRow(BaseModel):
     """A row of usage_events: Append-only ledger of AI token usage and billable actions, per tenant (or per user in Personal mode when tenant_id is NULL)."""
 
@@ -185,7 +221,7 @@ class UsageEventsRow(BaseModel):
     cost: Decimal
     """What the event costs in the price list's currency, set by the database when it is written: its tokens at its model's price plus its action's per-event price, each in effect at created_at, rounded to 6 decimal places. On a correction: the change."""
     created_at: datetime
-    """When the event happened; set by the database for authenticated callers."""
+    """When the event happened and is billed; set by the database for authenticated callers. An entry dated inside a closed statement period is booked at the start of the first open period (its original time kept in occurred_at)."""
     event_count: int | None
     """What the row adds to event counts: 1 for an event, -1 for a void, 0 for an amendment; computed by the database."""
     id: UUID
@@ -198,6 +234,8 @@ class UsageEventsRow(BaseModel):
     """The model, metadata->>'model', computed by the database: what tokens are priced by, and a grouping key."""
     module_id: str | None
     """The module, e.g. agency: when set, equal to the first segment of action."""
+    occurred_at: datetime | None
+    """When the event (or the corrected event) happened, on entries booked late: created_at fell in a closed statement period and was moved to the start of the first open one. NULL otherwise (created_at is when it happened)."""
     personal_user_id: UUID | None
     """user_id on personal rows (tenant_id NULL), NULL on tenant rows; computed by the database. Its foreign key deletes a user's personal events with the user."""
     recorded_at: datetime | None
@@ -227,6 +265,7 @@ class UsageEventsInsert(TypedDict):
     idempotency_key: NotRequired[str | None]
     metadata: NotRequired[Json]
     module_id: NotRequired[str | None]
+    occurred_at: NotRequired[datetime | None]
     recorded_at: NotRequired[datetime | None]
     tenant_id: NotRequired[UUID | None]
     tokens_input: NotRequired[int]

@@ -203,3 +203,7 @@ class PriceRefused(UsagemeterError):
         self.row = row
         self.field = field
         self.sqlstate = sqlstate
+
+
+class StatementError(UsagemeterError, ValueError):
+    """A statement could not be made or closed: a bad month, zone or scope, or a month not ended or already closed."""

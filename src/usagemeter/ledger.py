@@ -53,6 +53,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("correction_reason", "text", written=False),
     Column("event_count", "smallint", written=False, generated=True, arrow="int16"),
     Column("recorded_at", "timestamptz", written=False, arrow="timestamp"),
+    Column("occurred_at", "timestamptz", written=False, arrow="timestamp"),  # set when booked after a closed period
 )
 
 # What writers send: created_at only when the service role gives it (users' events are stamped by the database).

@@ -457,7 +457,7 @@ select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_
        sum(event_count), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)
 from public.usage_events
 group by 1, 2, 3, 4, 6
-having sum(event_count) <> 0;
+having (sum(event_count), sum(tokens_input), sum(tokens_output), sum(cost)) <> (0, 0, 0, 0);
 insert into public.usage_rollup_daily
   (day, tenant_id, user_id, action, module_id, model, events, tokens_input, tokens_output, tokens_total, cost)
 select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id, model,
@@ -540,7 +540,7 @@ begin
       set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
           tokens_output = r.tokens_output + excluded.tokens_output,
           tokens_total = r.tokens_total + excluded.tokens_total, cost = r.cost + excluded.cost
-    returning r.id, r.events
+    returning r.id, (r.events, r.tokens_input, r.tokens_output, r.cost) = (0, 0, 0, 0) as emptied
   ),
   daily as (
     select date_trunc('day', bucket, 'UTC') as day, tenant_id, user_id, action, model, sum(events) as events,
@@ -559,7 +559,7 @@ begin
       set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
           tokens_output = r.tokens_output + excluded.tokens_output,
           tokens_total = r.tokens_total + excluded.tokens_total, cost = r.cost + excluded.cost
-    returning r.id, r.events
+    returning r.id, (r.events, r.tokens_input, r.tokens_output, r.cost) = (0, 0, 0, 0) as emptied
   ),
   tenant_daily as (
     select day, tenant_id, action, model, sum(events) as events, sum(tokens_input) as tokens_input,
@@ -577,15 +577,16 @@ begin
       set events = r.events + excluded.events, tokens_input = r.tokens_input + excluded.tokens_input,
           tokens_output = r.tokens_output + excluded.tokens_output,
           tokens_total = r.tokens_total + excluded.tokens_total, cost = r.cost + excluded.cost
-    returning r.id, r.events
+    returning r.id, (r.events, r.tokens_input, r.tokens_output, r.cost) = (0, 0, 0, 0) as emptied
   )
   select (select count(*) from moved),
-         (select array_agg(id) from upserted_hours where events = 0),
-         (select array_agg(id) from upserted_days where events = 0),
-         (select array_agg(id) from upserted_tenant_days where events = 0)
+         (select array_agg(id) from upserted_hours where emptied),
+         (select array_agg(id) from upserted_days where emptied),
+         (select array_agg(id) from upserted_tenant_days where emptied)
     into folded, emptied_hours, emptied_days, emptied_tenant_days;
 
-  -- A group without events has nothing left to say (its voids took back tokens and cost too): it goes.
+  -- A group left with no events, tokens or cost has nothing to say: it goes. (A group of
+  -- corrections alone, booked apart from their events, keeps its token and cost changes.)
   delete from public.usage_rollup_hourly where id = any (emptied_hours);
   delete from public.usage_rollup_daily where id = any (emptied_days);
   delete from public.usage_rollup_tenant_daily where id = any (emptied_tenant_days);

@@ -52,6 +52,7 @@ class UsageEventRow(BaseModel):
     correction_reason: str | None
     event_count: int
     recorded_at: datetime | None
+    occurred_at: datetime | None
 
 
 class Page(BaseModel):

@@ -95,7 +95,7 @@ select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_
        sum(event_count), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)
 from public.usage_events
 group by 1, 2, 3, 4, 6
-having sum(event_count) <> 0
+having (sum(event_count), sum(tokens_input), sum(tokens_output), sum(cost)) <> (0, 0, 0, 0)
 
 -- rebuild_tenant_daily_rollup --
 -- The tenant-wide daily rollup recomputed from the daily one.

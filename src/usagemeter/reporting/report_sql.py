@@ -126,7 +126,8 @@ def summary_query(
 ) -> sql.Composed:
     """Totals per group (and per bucket); with buckets, every group gets every bucket, zero-filled.
 
-    Groups whose events were all removed (zero rollup rows) are skipped, as a raw GROUP BY would.
+    Groups left with nothing (events voided, zero rollup rows) are skipped; a group of corrections
+    alone (booked in another period than their events) keeps its token and cost changes.
     Only the %(top)s groups with the most tokens are kept (all of them when it is null), and at
     most %(row_limit)s rows are returned, so the caller can tell a result that is too big.
     """
@@ -142,9 +143,9 @@ def summary_query(
         " coalesce(sum(e.tokens_output), 0)::bigint as tokens_output,"
         " coalesce(sum(e.tokens_total), 0)::bigint as tokens_total, coalesce(sum(e.cost), 0)::numeric(20, 6) as cost"
     )
-    group = sql.SQL(" group by {} having sum(e.events) <> 0").format(
-        sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(keys)))
-    )
+    group = sql.SQL(
+        " group by {} having (sum(e.events), sum(e.tokens_input), sum(e.tokens_output), sum(e.cost)) <> (0, 0, 0, 0)"
+    ).format(sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(keys))))
     grouped = sql.SQL("select {keys}{comma}{totals} from ({source}) as e{group}").format(
         keys=select_keys,
         comma=sql.SQL(", ") if keys else sql.SQL(""),

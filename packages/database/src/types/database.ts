@@ -196,6 +196,47 @@ export type Database = {
           },
         ]
       }
+      usage_closed_periods: {
+        Row: {
+          closed_at: string
+          id: number
+          period_end: string
+          period_start: string
+          statement: Json
+          tenant_id: string | null
+          time_zone: string
+          user_id: string | null
+        }
+        Insert: {
+          closed_at?: string
+          id?: never
+          period_end: string
+          period_start: string
+          statement: Json
+          tenant_id?: string | null
+          time_zone: string
+          user_id?: string | null
+        }
+        Update: {
+          closed_at?: string
+          id?: never
+          period_end?: string
+          period_start?: string
+          statement?: Json
+          tenant_id?: string | null
+          time_zone?: string
+          user_id?: string | null
+        }
+        Relationships: [
+          {
+            foreignKeyName: "usage_closed_periods_tenant_id_fkey"
+            columns: ["tenant_id"]
+            isOneToOne: false
+            referencedRelation: "tenants"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
       usage_events: {
         Row: {
           action: string
@@ -210,6 +251,7 @@ export type Database = {
           metadata: Json
           model: string | null
           module_id: string | null
+          occurred_at: string | null
           personal_user_id: string | null
           recorded_at: string | null
           tenant_id: string | null
@@ -231,6 +273,7 @@ export type Database = {
           metadata?: Json
           model?: string | null
           module_id?: string | null
+          occurred_at?: string | null
           personal_user_id?: string | null
           recorded_at?: string | null
           tenant_id?: string | null
@@ -252,6 +295,7 @@ export type Database = {
           metadata?: Json
           model?: string | null
           module_id?: string | null
+          occurred_at?: string | null
           personal_user_id?: string | null
           recorded_at?: string | null
           tenant_id?: string | null
