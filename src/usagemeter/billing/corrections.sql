@@ -22,19 +22,18 @@ where e.id = %(entry_id)s::uuid
 -- event_history --
 -- An event and its correction entries, as the caller's role sees them (row-level security decides),
 -- given the id of the event or of one of its entries: the event first, then its corrections in the
--- order they were written. The ledger stores no time of writing (an entry is dated at its event's
--- created_at), so that order is the writing transactions' ids (xmin), which grow while the
--- transaction-id counter has not wrapped; corrections of one event run one at a time (each locks
--- the event), and a void, after which nothing is accepted, always comes last.
+-- order they were written (recorded_at: corrections of one event run one at a time, as each locks
+-- the event, so their transactions and times follow one another; a void, after which nothing is
+-- accepted, comes last).
 with original as (
   select coalesce(c.corrects_event_id, c.id) as id from public.usage_events as c where c.id = %(event_id)s::uuid
 ),
 entries as (
-  select e.*, e.xmin::text::bigint as written_by from public.usage_events as e join original as o on e.id = o.id
+  select e.* from public.usage_events as e join original as o on e.id = o.id
   union all
-  select e.*, e.xmin::text::bigint from public.usage_events as e join original as o on e.corrects_event_id = o.id
+  select e.* from public.usage_events as e join original as o on e.corrects_event_id = o.id
 )
 select id, corrects_event_id, correction_kind, tenant_id, user_id, action, model, tokens_input, tokens_output,
        cost, correction_reason, created_at
 from entries
-order by corrects_event_id is not null, correction_kind is not distinct from 'void', written_by, id
+order by corrects_event_id is not null, correction_kind is not distinct from 'void', recorded_at, id
