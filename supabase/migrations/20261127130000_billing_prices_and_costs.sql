@@ -147,6 +147,7 @@ create trigger usage_prices_keep_effective
 -- at most tokens_input.
 create function usagemeter_private.cache_token_counts_valid_v1(metadata jsonb, tokens_input int) returns boolean
 language sql immutable parallel safe
+set search_path = ''
 as $$
   select coalesce(bool_and(
            jsonb_typeof(metadata -> key) = 'number'
