@@ -19,7 +19,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any, LiteralString
 
@@ -33,6 +33,9 @@ from usagemeter.db import Identity, acting_as
 from usagemeter.reporting import filters, summaries
 
 MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+# An adjustment's keys, in the order statements print them (jsonb, where closed ones are kept, reorders keys).
+ADJUSTMENT_KEYS = ("entry_id", "corrects_event_id", "kind", "reason", "action", "model", "tokens_input",
+                   "tokens_output", "amount", "occurred_at")  # fmt: skip
 ZERO = Decimal("0.000000")
 
 # Adjustments booked in the period, oldest first (RLS applies: as the caller): correction entries,
@@ -107,7 +110,7 @@ class Statement:
             "currency": self.currency,
             "lines": [line.as_json() for line in self.lines],
             "total": _money(self.total),
-            "adjustments": list(self.adjustments),
+            "adjustments": [{key: adjustment[key] for key in ADJUSTMENT_KEYS} for adjustment in self.adjustments],
             "final": self.final,
         }
 
@@ -187,8 +190,10 @@ def _computed(conn: psycopg.Connection[Any], identity: Identity, params: dict[st
     )  # fmt: skip
     rows = summaries.summarize(conn, identity, query)
     lines = tuple(sorted(map(_line, rows), key=lambda line: (line.action, line.model or "")))
+    zone = filters.time_zone(tz)
     with acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
-        adjustments = tuple(map(_adjustment, cur.execute(ADJUSTMENTS_BOOKED, params).fetchall()))
+        rows_booked = cur.execute(ADJUSTMENTS_BOOKED, params).fetchall()
+    adjustments = tuple(_adjustment(row, zone) for row in rows_booked)
     currency = rows[0].currency if rows else None
     return Statement(tenant_id, user_id, params["start"], params["end"], tz, currency, lines, adjustments)
 
@@ -198,7 +203,7 @@ def _line(row: summaries.SummaryRow) -> StatementLine:
     return StatementLine(keys["action"], keys["model"], row.events, row.tokens_input, row.tokens_output, row.cost)
 
 
-def _adjustment(row: dict[str, Any]) -> dict[str, Any]:
+def _adjustment(row: dict[str, Any], zone: tzinfo) -> dict[str, Any]:
     """An adjustment booked in the period: a void or amendment (naming its event) or a late entry; when it happened."""
     return {
         "entry_id": str(row["id"]),
@@ -210,7 +215,7 @@ def _adjustment(row: dict[str, Any]) -> dict[str, Any]:
         "tokens_input": row["tokens_input"],
         "tokens_output": row["tokens_output"],
         "amount": _money(row["cost"]),
-        "occurred_at": row["occurred_at"].isoformat(),
+        "occurred_at": row["occurred_at"].astimezone(zone).isoformat(),  # in the statement's zone, not the session's
     }
 
 
