@@ -329,11 +329,6 @@ def test_the_same_data_gives_the_same_bytes_before_and_after_a_fold(
     assert (after.to_json(), after.to_csv()) == (first.to_json(), first.to_csv())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: adjustments' occurred_at is rendered in the session's TimeZone (psycopg returns timestamptz in it), "
-    "so the same data gives other bytes on a connection with another TimeZone",
-)
 def test_the_bytes_do_not_depend_on_the_session_time_zone(
     owner: psycopg.Connection[Any], app_database_url: str, world: World
 ) -> None:
@@ -479,11 +474,6 @@ def test_a_closed_month_is_final_and_late_entries_go_to_the_next(
     assert (final.to_json(), final.to_csv()) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the stored statement is jsonb, which reorders object keys; from_json keeps the adjustments' dicts "
-    "as read, so their keys print in jsonb's order (kind, model, ...) instead of entry_id, corrects_event_id, ...",
-)
 def test_a_closed_statement_reads_back_as_it_was_printed(
     owner: psycopg.Connection[Any], app: psycopg.Connection[Any], world: World
 ) -> None:
