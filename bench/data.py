@@ -3,16 +3,22 @@
 Shape: `tenants` tenants whose event counts follow Zipf (s=1: tenant i gets about 1/i of the
 weight, so of 1000 tenants the largest holds about 10%), `users` users, each a base member of one
 tenant and every tenth user of two more (so members of three tenants exist), and a `personal_share`
-of rows with no tenant. Events spread uniformly over the year `year`.
+of rows with no tenant. Events spread uniformly over the year `year`; each names one of `MODELS` in
+its metadata (Zipf-like: the first about half the events), which `PRICES` price, so that when the
+prices are loaded first every event gets a non-zero cost.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
+
+from usagemeter.billing import prices
 
 ACTIONS = [
     "agency:scope:generate",
@@ -24,6 +30,31 @@ ACTIONS = [
     "docs:page:summarise",
     "search:query:embed",
 ]
+
+# Token prices per million (input, output) of the models, and one per-event price, in effect all of 2026.
+TOKEN_RATES = {"bench-large": ("15", "75"), "bench-medium": ("3", "15"), "bench-small": ("0.25", "1.25")}
+PRICES_FROM = datetime(2026, 1, 1, tzinfo=UTC)
+PRICES = [
+    *(
+        prices.PriceRow(
+            model=model,
+            currency="USD",
+            input_per_million=Decimal(rates[0]),
+            output_per_million=Decimal(rates[1]),
+            effective_from=PRICES_FROM,
+        )
+        for model, rates in TOKEN_RATES.items()
+    ),
+    prices.PriceRow(
+        action="search:query:embed", currency="USD", per_event=Decimal("0.0004"), effective_from=PRICES_FROM
+    ),
+]
+
+# Model i gets weight 1/i (s=1): 6/11, 3/11 and 2/11 of the events; an event's model is the one
+# whose threshold is the last at or below a uniform draw.
+MODELS = list(TOKEN_RATES)
+MODEL_WEIGHTS = [1 / i for i in range(1, len(MODELS) + 1)]
+MODEL_THRESHOLDS = [sum(MODEL_WEIGHTS[:i]) / sum(MODEL_WEIGHTS) for i in range(len(MODELS))]
 
 # One statement each: parameters bind per statement.
 CREATE_TENANTS_AND_USERS = [
@@ -58,7 +89,7 @@ select
   split_part(a.action, ':', 1),
   (random() * 4000)::int,
   (random() * 1500)::int,
-  jsonb_build_object('model', 'gpt-bench', 'n', g.n),
+  jsonb_build_object('model', (%(models)s::text[])[width_bucket(g.model_u, %(model_thresholds)s::float8[])], 'n', g.n),
   make_timestamptz(%(year)s, 1, 1, 0, 0, 0, 'UTC') + random() * interval '365 days'
 from (
   select n,
@@ -66,7 +97,8 @@ from (
          least(floor(power(%(tenants)s + 1, random()))::int, %(tenants)s) as tenant_i,
          floor(random() * greatest(%(users)s / %(tenants)s, 1))::int as member_k,
          1 + floor(random() * %(users)s)::int as personal_user_i,
-         1 + floor(random() * %(action_count)s)::int as action_i
+         1 + floor(random() * %(action_count)s)::int as action_i,
+         random() as model_u
   from generate_series(%(first)s::bigint, %(last)s::bigint) as n
 ) as g
 join bench_tenants t on t.i = g.tenant_i
@@ -107,7 +139,10 @@ def load(
     personal_share: float = 0.10,
     year: int = 2026,
 ) -> Subjects:
-    """Fill an empty migrated database (as its owner) and ANALYZE it; returns the query subjects."""
+    """Fill an empty migrated database (as its owner) and ANALYZE it; returns the query subjects.
+
+    Events are rated as they are written: load `PRICES` first (prices.load_prices) for non-zero costs.
+    """
     params = {
         "rows": rows,
         "tenants": tenants,
@@ -116,6 +151,8 @@ def load(
         "year": year,
         "actions": ACTIONS,
         "action_count": len(ACTIONS),
+        "models": MODELS,
+        "model_thresholds": MODEL_THRESHOLDS,
     }
     with conn.transaction():
         for statement in CREATE_TENANTS_AND_USERS:
