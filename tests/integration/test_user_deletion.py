@@ -125,17 +125,26 @@ def test_deleting_a_user_keeps_tenant_usage_with_no_user_and_erases_personal_usa
 def test_user_deletion_works_whichever_foreign_key_action_runs_first(
     owner: psycopg.Connection[Any], ledger: Ledger
 ) -> None:
-    # Re-creating the cascade gives its action trigger a newer oid, so the SET NULL action now runs first.
-    owner.execute(
-        "alter table public.usage_events drop constraint usage_events_personal_user_id_fkey,"
-        " add constraint usage_events_personal_user_id_fkey foreign key (personal_user_id)"
-        " references auth.users (id) on delete cascade"
-    )
-    order = owner.execute(
-        "select c.conname from pg_trigger t join pg_constraint c on c.oid = t.tgconstraint"
-        " where t.tgrelid = 'auth.users'::regclass and c.conrelid = 'public.usage_events'::regclass"
-        " and t.tgtype & 8 = 8 order by t.tgname"  # 8: ON DELETE
-    ).fetchall()
+    # Re-creating both actions, SET NULL first, gives them consecutive oids in that order, so the SET
+    # NULL action runs first (action triggers fire in name order, RI_ConstraintTrigger_a_<oid>; the
+    # names compare as text, so oids on either side of a power of ten are re-created once more).
+    order: list[tuple[str]] = []
+    for _ in range(3):
+        owner.execute(
+            "alter table public.usage_events drop constraint usage_events_personal_user_id_fkey,"
+            " drop constraint usage_events_user_id_fkey,"
+            " add constraint usage_events_user_id_fkey foreign key (user_id) references auth.users (id)"
+            " on delete set null,"
+            " add constraint usage_events_personal_user_id_fkey foreign key (personal_user_id)"
+            " references auth.users (id) on delete cascade"
+        )
+        order = owner.execute(
+            "select c.conname from pg_trigger t join pg_constraint c on c.oid = t.tgconstraint"
+            " where t.tgrelid = 'auth.users'::regclass and c.conrelid = 'public.usage_events'::regclass"
+            " and t.tgtype & 8 = 8 order by t.tgname"  # 8: ON DELETE
+        ).fetchall()
+        if order[0] == ("usage_events_user_id_fkey",):
+            break
     assert order == [("usage_events_user_id_fkey",), ("usage_events_personal_user_id_fkey",)]
     rollups_before = tenant_rollup_totals(owner)
 

@@ -274,8 +274,9 @@ def price_lists(draw: st.DrawFn) -> list[prices.PriceRow]:
 
 
 def as_csv(rows: list[prices.PriceRow]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=prices.COLUMNS, lineterminator="\n")
+    """RFC 4180 CSV (CRLF lines, so a cell holding a CR or LF is quoted, as spreadsheets write it)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=prices.COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(prices.price_record(row) for row in rows)
     return buffer.getvalue()
