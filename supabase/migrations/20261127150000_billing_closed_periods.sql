@@ -76,16 +76,18 @@ begin
       new.period_start, new.period_end
       using errcode = '23P01', hint = 'A closed statement is final; late usage is booked in the first open month.';
   end if;
-  if new.period_end > now() then
-    raise exception 'usagemeter: the period % to % has not ended yet; only a past month can be closed',
-      new.period_start, new.period_end
+  -- An hour's grace after the end: entries written later than that are never inside a closed
+  -- period, so the booking trigger skips them without a lookup (see usage_events_book).
+  if new.period_end > now() - interval '1 hour' then
+    raise exception 'usagemeter: the period % to % ended less than an hour ago (or has not ended); it can be closed from % on',
+      new.period_start, new.period_end, new.period_end + interval '1 hour'
       using errcode = '22023';
   end if;
   return null;
 end
 $$;
 comment on function usagemeter_private.keep_closed_periods_apart_v1() is
-  'AFTER INSERT row trigger on usage_closed_periods: refuses a period that overlaps a closed one of the same scope, or has not ended.';
+  'AFTER INSERT row trigger on usage_closed_periods: refuses a period that overlaps a closed one of the same scope, or ended less than an hour ago.';
 revoke all on function usagemeter_private.keep_closed_periods_apart_v1() from public;
 
 create trigger usage_closed_periods_apart
@@ -178,7 +180,15 @@ comment on function usagemeter_private.book_usage_event_v1() is
   'occurred_at), and refuses updates and deletes of rows on a closed statement (erasure cascades excepted).';
 revoke all on function usagemeter_private.book_usage_event_v1() from public;
 
--- Named to fire before usage_events_rate (BEFORE row triggers fire in name order).
+-- Named to fire before usage_events_rate (BEFORE row triggers fire in name order). An entry dated
+-- an hour or more before the moment it is written is looked at; a later one cannot be inside a
+-- closed period: a period is closed at the earliest an hour after it ends, and a close either
+-- committed before this write (then its period ended before created_at) or waits for it (its
+-- SHARE lock), so the row is on the statement it closes. Ordinary writes skip the lookup.
 create trigger usage_events_book
-  before insert or update or delete on public.usage_events
+  before insert on public.usage_events
+  for each row when (new.created_at < clock_timestamp() - interval '1 hour')
+  execute function usagemeter_private.book_usage_event_v1();
+create trigger usage_events_book_changes
+  before update or delete on public.usage_events
   for each row execute function usagemeter_private.book_usage_event_v1();

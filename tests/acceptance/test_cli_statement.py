@@ -139,7 +139,7 @@ def test_close_then_the_statement_is_final(
 def test_closing_a_month_not_ended_is_refused(database_url: str, tenant: uuid.UUID) -> None:
     result = statement(database_url, "close", "--tenant", str(tenant), "--month", "2099-01")
     assert result.returncode == 1
-    assert_one_error_line(result, "has not ended")
+    assert_one_error_line(result, "or has not ended")
     assert result.stdout == ""
 
 

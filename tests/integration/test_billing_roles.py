@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import errors as pgerrors
+from psycopg import sql as pgsql
 
 from tests import factories
 from usagemeter.db import Identity, acting_as
@@ -103,3 +104,49 @@ def test_only_the_service_role_voids_and_a_void_frees_the_budget(
             "select correction_kind from public.usage_events where tenant_id = %s order by recorded_at, id", [tenant]
         ).fetchall()
     assert sorted(kinds, key=str) == sorted([(None,), ("void",), (None,)], key=str)
+
+
+def test_rates_remembered_within_a_statement_never_leak_to_other_rows_or_prices(
+    owner: psycopg.Connection[Any], member_of_a_tenant: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """The rating trigger reuses rates for rows of one statement that share tenant, model, action and time only."""
+    tenant, user = member_of_a_tenant
+    owner.execute(
+        "insert into public.usage_prices (model, currency, input_per_million, output_per_million, effective_from)"
+        " values ('m2', 'USD', 1000000, 0, '2020-01-01'), ('gpt-4o', 'USD', 5, 20, '2026-03-01')"
+    )
+    with acting_as(owner, Identity.service()):
+        # One statement: rows alternating two models and two times (before and after the gpt-4o change).
+        owner.execute(
+            "insert into public.usage_events (tenant_id, user_id, action, tokens_input, tokens_output, metadata,"
+            " created_at) select %s, %s, 'agency:scope:generate', 100, 10, jsonb_build_object('model', m), at"
+            " from unnest(array['gpt-4o', 'm2', 'gpt-4o', 'm2']) with ordinality as models(m, n),"
+            " unnest(array[timestamptz '2026-02-01', '2026-04-01']) as times(at)",
+            [tenant, user],
+        )
+        # One client message (one statement_timestamp): an event, a price for the tenant, the same event
+        # again. The price applies to the second: loading it forgot the rates remembered for the first.
+        owner.execute(
+            pgsql.SQL(
+                "insert into public.usage_events (tenant_id, user_id, action, tokens_input, tokens_output, metadata,"
+                " created_at) values ({tenant}, {user}, 'agency:scope:generate', 100, 10, '{{\"model\": \"m2\"}}',"
+                " '2026-04-01');"
+                " insert into public.usage_prices (model, tenant_id, currency, input_per_million, output_per_million,"
+                " effective_from) values ('m2', {tenant}, 'USD', 1, 1, '2020-01-01');"
+                " insert into public.usage_events (tenant_id, user_id, action, tokens_input, tokens_output, metadata,"
+                " created_at) values ({tenant}, {user}, 'agency:scope:generate', 100, 10, '{{\"model\": \"m2\"}}',"
+                " '2026-04-01')"
+            ).format(tenant=pgsql.Literal(str(tenant)), user=pgsql.Literal(str(user)))
+        )
+    costs = owner.execute(
+        "select model, created_at::date::text, cost from public.usage_events where tenant_id = %s"
+        " group by 1, 2, 3 order by 1, 2, 3",
+        [tenant],
+    ).fetchall()
+    assert costs == [
+        ("gpt-4o", "2026-02-01", Decimal("0.000350")),  # 100 x 2.5 + 10 x 10, per million
+        ("gpt-4o", "2026-04-01", Decimal("0.000700")),  # 100 x 5 + 10 x 20
+        ("m2", "2026-02-01", Decimal("100.000000")),  # 100 x 1,000,000 per million
+        ("m2", "2026-04-01", Decimal("0.000110")),  # the tenant's own m2 price, loaded a statement earlier
+        ("m2", "2026-04-01", Decimal("100.000000")),
+    ]

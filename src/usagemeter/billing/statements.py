@@ -259,7 +259,8 @@ def close_statement(
     Raises
     ------
     errors.StatementError
-        The month has not ended, or is already closed (or overlaps a closed period of the scope).
+        The month ended less than an hour ago (or has not ended), or is already closed (or
+        overlaps a closed period of the scope).
     """
     start, end = month_bounds(month, tz)
     params = {**_scope(tenant_id, personal_user_id), "start": start, "end": end}
