@@ -202,8 +202,11 @@ alter table public.usage_events
   ),
   add constraint usage_events_correction_reason_length
     check (correction_reason is null or char_length(btrim(correction_reason)) between 1 and 1000),
+  -- The helper runs only when the metadata names a cache count (OR stops at the first true).
   add constraint usage_events_cache_token_counts check (
-    correction_kind is not null or usagemeter_private.cache_token_counts_valid_v1(metadata, tokens_input)
+    correction_kind is not null
+    or not (metadata ?| array['tokens_cached_input', 'tokens_cache_write'])
+    or usagemeter_private.cache_token_counts_valid_v1(metadata, tokens_input)
   ) not valid;
 
 -- Corrections carry negative changes; events still count nothing below zero.
