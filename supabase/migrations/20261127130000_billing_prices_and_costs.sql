@@ -313,7 +313,7 @@ revoke all on function usagemeter_private.event_cost_v1(uuid, text, text, timest
 -- by); correction entries carry the change their function computed. The rates are looked up once
 -- per statement for each (tenant, model, action, created_at) and kept in a transaction-local
 -- setting for the statement's next rows (a batch's rows mostly share them: one lookup instead of
--- one per row, about 4x cheaper); a price loaded in the transaction clears them.
+-- two per row, which halved the trigger's cost); a price loaded in the transaction clears them.
 create function usagemeter_private.rate_usage_event_v1() returns trigger
 language plpgsql security definer
 set search_path = ''
