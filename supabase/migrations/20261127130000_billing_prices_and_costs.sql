@@ -9,6 +9,8 @@
 -- - usage_events.cost: set by the database when the event is written, with the prices in effect
 --   at its created_at, rounded to 6 decimal places. Stored, so a price loaded later never
 --   rewrites history, and budgets and rollups add up stored numbers.
+-- - usage_events.recorded_at: when the row was written, kept apart from created_at (when the
+--   event happened), set by the database.
 -- - Corrections: the service role voids an event or amends its token counts with
 --   public.void_usage_event_v1 / public.amend_usage_event_v1. Each is a new row of usage_events
 --   that references the original (corrects_event_id) and carries the change: negative or positive
