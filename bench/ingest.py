@@ -369,14 +369,17 @@ def main() -> None:
         f" (raw limit: {results['single_tenant_raw'] / results['spread_raw']:.2f})"
     )
     budget_table = Table(title="(g) three hard budgets on the tenant against none", title_justify="left")
-    for column in ("path", "rows/s with budgets", "rows/s without", "ratio", f"target ≥ {BUDGET_TARGET}"):
+    for column in ("path", "rows/s with budgets", "rows/s without", "with / without"):
         budget_table.add_column(column, justify="right" if column != "path" else "left")
-    for path, label in (("batch", "record_many x1000 as user"), ("single", "32 threads record(), group commit")):
+    paths = {"batch": "record_many x1000 as user", "single": "32 threads record(), group commit"}
+    for path, label in paths.items():
         rate, none = results[f"{path}_budgets"], results[f"{path}_none"]
-        ratio = rate / none
-        met = "met" if ratio >= BUDGET_TARGET else "missed"
-        budget_table.add_row(f"{path}_budgets_vs_none: {label}", f"{rate:,.0f}", f"{none:,.0f}", f"{ratio:.2f}", met)
+        budget_table.add_row(label, f"{rate:,.0f}", f"{none:,.0f}", f"{rate / none:.2f}x")
     console.print(budget_table)
+    for path in paths:
+        ratio = results[f"{path}_budgets"] / results[f"{path}_none"]
+        verdict = "met" if ratio >= BUDGET_TARGET else "missed"
+        console.print(f"{path}_budgets_vs_none: {ratio:.2f} (target ≥ {BUDGET_TARGET}: {verdict})")
     harness.print_summary(
         {
             "server": description,
