@@ -183,6 +183,8 @@ def test_json_numbers_are_read_as_exact_decimals_and_missing_keys_do_not_apply()
            "effective_from": "2025-06-10"}], 1, "model", "valid string"),
         ([{"model": "m", "currency": "USD", "input_per_million": 1, "output_per_million": 1}], 1, "effective_from",
          "Field required"),
+        ([{"model": "m", "currency": "USD", "input_per_million": 1, "output_per_million": 1,
+           "effective_from": 20250610}], 1, "effective_from", "ISO 8601 date or date-time as text, got int"),
     ],
 )  # fmt: skip
 def test_a_bad_json_file_names_the_row_and_key(value: object, row: int | None, field: str | None, message: str) -> None:
@@ -216,6 +218,12 @@ def test_python_callers_give_money_exactly_never_as_a_float() -> None:
     naive = {**fields, "input_per_million": "0.1", "effective_from": datetime(2025, 6, 10)}
     with pytest.raises(errors.InvalidPrice, match="effective_from: needs a time zone"):
         prices.price_row(naive, row=1)
+
+
+def test_minus_zero_is_zero() -> None:
+    (price,) = parse("gpt-4o,,,USD,-0,-0.00,,2025-06-10")
+    assert prices.price_record(price)["input_per_million"] == "0"
+    assert prices.price_record(price)["output_per_million"] == "0"
 
 
 def test_the_format_follows_the_extension_then_the_content(tmp_path: Path) -> None:

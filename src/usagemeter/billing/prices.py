@@ -71,11 +71,14 @@ def _money(value: object) -> Decimal | None:
         raise ValueError(
             f"has more than {MONEY_PLACES} decimal places (prices are kept to the millionth), got {amount}"
         )
-    return amount
+    return abs(amount)  # -0 is 0
 
 
-def parse_moment(value: object) -> object:
-    """A point in time from an ISO 8601 date (midnight UTC) or a date-time with a zone; naive date-times are refused."""
+def parse_moment(value: object) -> datetime:
+    """A point in time from an ISO 8601 date (midnight UTC) or a date-time with a zone; naive date-times are refused.
+
+    Numbers are refused too: pydantic would read 20250610 as seconds since 1970.
+    """
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, date):
@@ -96,7 +99,7 @@ def parse_moment(value: object) -> object:
     elif value is None:
         raise ValueError("needs the date (2025-06-10) or date-time with a zone from which the price applies")
     else:
-        return value  # pydantic names the wrong type
+        raise ValueError(f"expected an ISO 8601 date or date-time as text, got {type(value).__name__}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"needs a time zone, e.g. {parsed.isoformat()}Z (a naive date-time is ambiguous)")
     return parsed

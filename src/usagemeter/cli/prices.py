@@ -58,11 +58,9 @@ def _moment(text: str) -> datetime:
     if text.strip().lower() == "now":
         return datetime.now(UTC)
     try:
-        parsed = prices.parse_moment(text)
+        return prices.parse_moment(text)
     except ValueError as failure:
         fail(f"--at: {failure}", code=2)
-    assert isinstance(parsed, datetime)
-    return parsed
 
 
 @prices_app.command("list")
