@@ -93,6 +93,7 @@ def test_an_action_price_narrowed_to_a_model_and_a_tenant_price() -> None:
         ("gpt-4o,,,USD,100000000000000,10,,2025-06-10", "input_per_million", "must be less than"),
         ("gpt-4o,,,USD,1e400,10,,2025-06-10", "input_per_million", "must be less than"),
         ("x" * 201 + ",,,USD,2.50,10,,2025-06-10", "model", "1 to 200 characters"),
+        ('"gpt\t4o",,,USD,2.50,10,,2025-06-10', "model", "must not contain control characters"),
     ],
 )
 def test_a_bad_row_names_its_row_line_and_field(line: str, field: str, message: str) -> None:
@@ -215,9 +216,19 @@ def test_python_callers_give_money_exactly_never_as_a_float() -> None:
         prices.price_row(fields, row=1)
     assert caught.value.field == "input_per_million"
     assert prices.price_row({**fields, "input_per_million": Decimal("0.1")}, row=1).input_per_million == Decimal("0.1")
+    with pytest.raises(errors.InvalidPrice, match="model: must not start or end with white space"):
+        prices.price_row({**fields, "input_per_million": "0.1", "model": "gpt-4o "}, row=1)
     naive = {**fields, "input_per_million": "0.1", "effective_from": datetime(2025, 6, 10)}
     with pytest.raises(errors.InvalidPrice, match="effective_from: needs a time zone"):
         prices.price_row(naive, row=1)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_any_line_ending_and_quoted_cells_spanning_lines(ending: str) -> None:
+    text = ending.join((HEADER, TOKEN_ROW, ',"agency:scope:generate",,USD,,,"0.50",2025-06-10', ""))
+    assert [p.per_event for p in price_files.parse_csv(text)] == [None, Decimal("0.50")]
+    with pytest.raises(errors.InvalidPrice, match=r"row 1 \(line 3\): model: must not contain control characters"):
+        price_files.parse_csv(ending.join((HEADER, '"gpt' + ending + '4o",,,USD,1,1,,2025-06-10', "")))
 
 
 def test_minus_zero_is_zero() -> None:
@@ -256,7 +267,7 @@ moments = st.builds(
     st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1)),
     zones,
 )
-names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=30).filter(
+names = st.text(st.characters(codec="utf-8", exclude_categories=["Cc"]), min_size=1, max_size=30).filter(
     lambda name: name == name.strip()
 )
 segments = st.text("abcxyz019_-", min_size=1, max_size=6)

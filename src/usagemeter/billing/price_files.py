@@ -59,7 +59,7 @@ def _header(cells: list[str], where: str) -> list[str]:
 
 def parse_csv(text: str, *, where: str = "") -> list[prices.PriceRow]:
     """The prices of a CSV price file's text; `where` prefixes messages (the file's name and a space)."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # cells may hold \r or \n (quoted)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # any line ending; quoted cells keep theirs
     header: list[str] | None = None
     rows: list[prices.PriceRow] = []
     try:

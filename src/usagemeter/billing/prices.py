@@ -12,6 +12,7 @@ in_effect = list_prices(conn, Identity.user(uid), at=datetime.now(UTC))
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
@@ -139,6 +140,8 @@ class PriceRow(BaseModel):
             raise ValueError(f"must be 1 to {MODEL_MAX_LENGTH} characters, got {len(model)}")
         if model != model.strip():
             raise ValueError(f"must not start or end with white space (events name models exactly), got {model!r}")
+        if any(unicodedata.category(character) == "Cc" for character in model):
+            raise ValueError(f"must not contain control characters (tabs, line breaks...), got {model[:60]!r}")
         problem = event.storable_text_problem(model)
         if problem is not None:
             raise ValueError(problem)
