@@ -276,6 +276,7 @@ begin
     order by 1, 2
   loop
     select * into budget from public.usage_budgets as b where b.id = change.budget_id;
+    continue when not found;  -- deleted since this statement's snapshot was taken
     if change.unpriced_model is not null then
       raise exception 'usagemeter: %', case when change.unpriced_model = ''
           then 'an event with tokens names no model (metadata.model), so cost budget ' || budget.id || ' cannot count it'
@@ -289,15 +290,20 @@ begin
       returning k.used into new_used;
     if not found then
       -- The window's first write: the counter starts from what is stored in the window (this statement's rows included).
-      insert into public.usage_budget_counters as k (budget_id, window_start, window_end, used)
-        values (change.budget_id, change.window_start, change.window_end,
-                usagemeter_private.budget_usage_v1(budget, change.window_start, change.window_end))
-        on conflict do nothing
-        returning k.used into new_used;
+      begin
+        insert into public.usage_budget_counters as k (budget_id, window_start, window_end, used)
+          values (change.budget_id, change.window_start, change.window_end,
+                  usagemeter_private.budget_usage_v1(budget, change.window_start, change.window_end))
+          on conflict do nothing
+          returning k.used into new_used;
+      exception when foreign_key_violation then
+        continue;  -- the budget was deleted since this statement began: it counts nothing any more
+      end;
       if not found then  -- another writer created it first; it has committed, so add to it
         update public.usage_budget_counters as k set used = k.used + change.delta
           where k.budget_id = change.budget_id and k.window_start = change.window_start
           returning k.used into new_used;
+        continue when not found;  -- and the budget has been deleted since
       end if;
     end if;
     old_used := new_used - change.delta;
