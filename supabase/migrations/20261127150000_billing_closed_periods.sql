@@ -148,27 +148,16 @@ declare
   booked timestamptz;
 begin
   if tg_op = 'INSERT' then
-    if exists (
-      select from public.usage_closed_periods as c
-      where case when new.tenant_id is null then c.tenant_id is null and c.user_id = new.user_id
-                 else c.tenant_id = new.tenant_id end
-        and c.period_end > new.created_at
-    ) then
-      booked := usagemeter_private.first_open_moment_v1(new.tenant_id, new.user_id, new.created_at);
-      if booked <> new.created_at then
-        new.occurred_at := new.created_at;
-        new.created_at := booked;
-      end if;
+    booked := usagemeter_private.first_open_moment_v1(new.tenant_id, new.user_id, new.created_at);
+    if booked <> new.created_at then
+      new.occurred_at := new.created_at;
+      new.created_at := booked;
     end if;
     return new;
   end if;
   -- UPDATE or DELETE of a row in a closed period: only the cascades of an erasure may (depth > 1).
-  if pg_catalog.pg_trigger_depth() <= 1 and exists (
-    select from public.usage_closed_periods as c
-    where case when old.tenant_id is null then c.tenant_id is null and c.user_id = old.user_id
-               else c.tenant_id = old.tenant_id end
-      and c.period_start <= old.created_at and c.period_end > old.created_at
-  ) then
+  if pg_catalog.pg_trigger_depth() <= 1
+     and usagemeter_private.first_open_moment_v1(old.tenant_id, old.user_id, old.created_at) <> old.created_at then
     raise exception 'usagemeter: event % is on a closed statement (%); it cannot be changed', old.id, old.created_at
       using errcode = '42501', hint = 'Void or amend it: the correction is booked in the first open month.';
   end if;
