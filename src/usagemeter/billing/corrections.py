@@ -23,6 +23,7 @@ import psycopg
 
 from usagemeter import errors
 from usagemeter.db import Identity, acting_as, sql
+from usagemeter.recording import event
 
 queries = sql.load_queries("usagemeter.billing", "corrections.sql")
 
@@ -30,7 +31,7 @@ CorrectionKind = Literal["void", "amend"]
 
 # What the database accepts: a reason of 1 to 1000 characters once trimmed, counts in an int column.
 MAX_REASON_LENGTH = 1000
-MAX_TOKENS = 2**31 - 1
+MAX_TOKENS = event.INT4_MAX
 
 PERMISSION_DENIED = "only the service role may void or amend usage"
 
@@ -248,12 +249,12 @@ def _correction(row: Sequence[Any]) -> Correction:
 
 def _history(rows: Sequence[Sequence[Any]]) -> History:
     first = rows[0]
-    event = OriginalEvent(
+    original = OriginalEvent(
         id=first[0], tenant_id=first[3], user_id=first[4], action=first[5], model=first[6], tokens_input=first[7],
         tokens_output=first[8], cost=first[9], created_at=first[11],
     )  # fmt: skip
     entries = tuple(_correction((r[0], r[1], r[2], r[7], r[8], r[9], r[10])) for r in rows[1:])
-    return History(event=event, corrections=entries)
+    return History(event=original, corrections=entries)
 
 
 def _event_id(event_id: uuid.UUID | str) -> uuid.UUID:

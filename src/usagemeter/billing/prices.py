@@ -43,7 +43,6 @@ COLUMNS = REQUIRED_COLUMNS + CACHE_COLUMNS
 MONEY_PLACES = 6
 MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
 MONEY_LIMIT = Decimal(10) ** (20 - MONEY_PLACES)
-MODEL_MAX_LENGTH = 200
 
 DUPLICATE = "two prices for the same model, action, tenant and currency with the same effective_from"
 
@@ -136,8 +135,8 @@ class PriceRow(BaseModel):
     def _model_name(cls, model: str | None) -> str | None:
         if model is None:
             return None
-        if not 1 <= len(model) <= MODEL_MAX_LENGTH:
-            raise ValueError(f"must be 1 to {MODEL_MAX_LENGTH} characters, got {len(model)}")
+        if not 1 <= len(model) <= event.MODEL_MAX_LENGTH:
+            raise ValueError(f"must be 1 to {event.MODEL_MAX_LENGTH} characters, got {len(model)}")
         if model != model.strip():
             raise ValueError(f"must not start or end with white space (events name models exactly), got {model!r}")
         if any(unicodedata.category(character) == "Cc" for character in model):
