@@ -29,6 +29,13 @@ def _decimal(text: str, flag: str) -> Decimal:
         fail(f"{flag}: expected a number, got {text!r}", code=2)
 
 
+def _thresholds(text: str) -> tuple[Decimal, ...]:
+    try:
+        return budgets.thresholds_from_text(text)
+    except InvalidOperation:
+        fail(f"--thresholds: expected numbers separated by commas, got {text!r}", code=2)
+
+
 def _one_scope(tenant: uuid.UUID | None, personal_user: uuid.UUID | None) -> None:
     if (tenant is None) == (personal_user is None):
         fail("give --tenant T (optionally with --user U) or --personal-user U", code=2)
@@ -58,11 +65,9 @@ def set_command(
             tenant_id=tenant, user_id=user if tenant else personal_user, metric=metric,  # type: ignore[arg-type]
             limit=_decimal(limit, "--limit"), currency=currency, period=window,  # type: ignore[arg-type]
             time_zone=tz, action_pattern=action, mode=mode,  # type: ignore[arg-type]
-            thresholds=budgets.thresholds_from_text(thresholds),
+            thresholds=_thresholds(thresholds),
         )  # fmt: skip
-    except (pydantic.ValidationError, InvalidOperation) as failure:
-        if isinstance(failure, InvalidOperation):
-            fail(f"--thresholds: expected numbers separated by commas, got {thresholds!r}", code=2)
+    except pydantic.ValidationError as failure:
         field, message = errors.first_problem(failure)
         flag = {"period": "--window", "time_zone": "--tz", "action_pattern": "--action"}.get(field or "", field)
         fail(f"--{str(flag).removeprefix('--')}: {message}" if field else message, code=2)
