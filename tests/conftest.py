@@ -158,3 +158,19 @@ def app_database_url(database_url: str, embedded_test_server: embedded.EmbeddedP
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def api_server(app_database_url: str, tmp_path: Path) -> Iterator[Any]:
+    """The HTTP API on a loopback socket over a fresh database, checking HS256 tokens with a test secret."""
+    from tests import http_server
+    from usagemeter import api
+    from usagemeter.api import auth
+
+    config = api.ServerConfig(
+        app_database_url=app_database_url,
+        verifier=auth.TokenVerifier(secret=http_server.SECRET, jwks_url=None),
+        spool_dir=None,
+    )
+    with http_server.running_api(config) as running:
+        yield running

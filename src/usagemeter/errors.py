@@ -207,3 +207,10 @@ class PriceRefused(UsagemeterError):
 
 class StatementError(UsagemeterError, ValueError):
     """A statement could not be made or closed: a bad month, zone or scope, or a month not ended or already closed."""
+
+
+class InvalidToken(UsagemeterError):
+    """A bearer token was missing, malformed, wrongly signed, expired or for another audience or issuer.
+
+    The message says which, without echoing the token; the HTTP API answers 401 with it.
+    """

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     app_database_url_given: str | None = Field(default=None, validation_alias="USAGEMETER_APP_DATABASE_URL")
     authenticator_password: SecretStr | None = Field(default=None, validation_alias="USAGEMETER_AUTHENTICATOR_PASSWORD")
     data_dir: Path = Field(default_factory=default_data_dir, validation_alias="USAGEMETER_DATA_DIR")
+    jwt_secret: SecretStr | None = Field(default=None, validation_alias="USAGEMETER_JWT_SECRET")
+    jwks_url: str | None = Field(default=None, validation_alias="USAGEMETER_JWKS_URL")
+    jwt_issuer: str | None = Field(default=None, validation_alias="USAGEMETER_JWT_ISSUER")
 
     def app_url_for(self, admin_url: str) -> str:
         """The app login on `admin_url`'s server and database, with USAGEMETER_AUTHENTICATOR_PASSWORD."""

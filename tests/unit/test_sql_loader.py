@@ -106,6 +106,7 @@ def test_every_query_named_in_code_exists_and_every_query_is_used(queries_file: 
 
 def test_every_package_loads_its_queries() -> None:
     assert [f"{p.parent.name}/{p.name}" for p in QUERY_FILES] == [
+        "routes/queries.sql",  # api/routes
         "billing/corrections.sql",
         "billing/queries.sql",
         "db/queries.sql",
@@ -114,4 +115,5 @@ def test_every_package_loads_its_queries() -> None:
         "reporting/queries.sql",
     ]
     for queries_file in QUERY_FILES:
-        assert sql.load_queries(f"usagemeter.{queries_file.parent.name}", queries_file.name)
+        package = ".".join(queries_file.parent.relative_to(PACKAGE.parent).parts)
+        assert sql.load_queries(package, queries_file.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from usagemeter.cli import budgets, common, corrections, database, prices, recording, reporting, statements
+from usagemeter.cli import budgets, common, corrections, database, prices, recording, reporting, server, statements
 
 app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
 
@@ -26,5 +26,7 @@ app.add_typer(budgets.budget_app, name="budget")
 app.command("void")(corrections.void_command)
 app.command("amend")(corrections.amend_command)
 app.add_typer(statements.statement_app, name="statement")
+app.command("serve")(server.serve)
+app.command("token")(server.token)
 
 __all__ = ["app"]

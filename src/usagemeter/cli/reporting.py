@@ -36,21 +36,9 @@ def _bad_parameter(failure: filters.ReportError) -> NoReturn:
 def _report_range(start: str | None, end: str | None, tz: str) -> tuple[datetime, datetime]:
     """ISO dates (midnight in `tz`) or date-times; by default the current month in `tz`."""
     try:
-        zone = filters.time_zone(tz)
+        return filters.range_from_text(start, end, tz)
     except filters.ReportError as failure:
         _bad_parameter(failure)
-
-    def parse(text: str, flag: str) -> datetime:
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            fail(f"{flag}: expected an ISO date or date-time such as 2026-06-01, got {text!r}", code=2)
-        return moment if moment.tzinfo else moment.replace(tzinfo=zone)
-
-    today = datetime.now(zone)
-    month_start = datetime(today.year, today.month, 1, tzinfo=zone)
-    next_month = datetime(today.year + today.month // 12, today.month % 12 + 1, 1, tzinfo=zone)
-    return (parse(start, "--from") if start else month_start), (parse(end, "--to") if end else next_month)
 
 
 def _scope_and_range(

@@ -98,12 +98,15 @@ def connect_app(url: str, *, autocommit: bool = False) -> psycopg.Connection[tup
     return conn
 
 
-def app_pool(url: str, *, max_size: int, timeout: float, name: str = APPLICATION_NAME) -> ConnectionPool[Any]:
+def app_pool(
+    url: str, *, max_size: int, timeout: float, name: str = APPLICATION_NAME, options: str | None = None
+) -> ConnectionPool[Any]:
     """An open pool of autocommit connections as the app login.
 
     The login is checked once now, if the server answers, so a privileged URL fails at once with
     ConfigurationError; and again on every new connection, which the pool discards if refused, so
-    a privileged connection is never used even when the server was down at start.
+    a privileged connection is never used even when the server was down at start. `options` are
+    server settings for each session (`-c statement_timeout=30s`).
     """
     try:
         with connect(url, autocommit=True) as probe:
@@ -114,7 +117,7 @@ def app_pool(url: str, *, max_size: int, timeout: float, name: str = APPLICATION
         url,
         min_size=1,
         max_size=max_size,
-        kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
+        kwargs={"autocommit": True, "application_name": APPLICATION_NAME, **({"options": options} if options else {})},
         configure=refuse_privileged_login,
         timeout=timeout,
         name=name,

@@ -227,6 +227,10 @@ class Recorder:
         """The same recorder acting as the service role (bypasses RLS: backends only)."""
         return self._face(Identity.service())
 
+    def as_identity(self, identity: Identity) -> Recorder:
+        """The same recorder acting as `identity`: for callers whose token was verified (Identity.from_claims)."""
+        return self._face(identity)
+
     # -- writing ------------------------------------------------------------------------------
 
     def _event(self, fields: Mapping[str, Any]) -> UsageEvent:
@@ -360,6 +364,9 @@ class AsyncRecorder:
     def as_service(self) -> AsyncRecorder:
         return self._wrapping(self._sync.as_service())
 
+    def as_identity(self, identity: Identity) -> AsyncRecorder:
+        return self._wrapping(self._sync.as_identity(identity))
+
     async def record(self, **fields: Unpack[EventFields]) -> Recorded:
         """As Recorder.record; awaits the group commit without blocking the event loop."""
         event = self._sync._event(fields)
@@ -398,6 +405,11 @@ class AsyncRecorder:
     @property
     def counters(self) -> enqueuer.Counters:
         return self._sync.counters
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        """The connections writes use (shared by every face), for metrics."""
+        return self._sync._engine.pool
 
     async def close(self) -> None:
         await asyncio.to_thread(self._sync.close)

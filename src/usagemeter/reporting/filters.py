@@ -45,6 +45,26 @@ def time_zone(name: str) -> zoneinfo.ZoneInfo:
         raise ReportError(f"tz: unknown time zone {name!r} (expected an IANA name such as Europe/Paris)") from None
 
 
+def range_from_text(start: str | None, end: str | None, tz: str) -> tuple[datetime, datetime]:
+    """A report's [start, end) from ISO dates (midnight in `tz`) or date-times; by default this month in `tz`.
+
+    The CLI's --from/--to and the HTTP API's from/to read the same way; errors name `start` or `end`.
+    """
+    zone = time_zone(tz)
+
+    def parse(text: str, field: str) -> datetime:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ReportError(f"{field}: expected an ISO date or date-time such as 2026-06-01, got {text!r}") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+    today = datetime.now(zone)
+    month_start = datetime(today.year, today.month, 1, tzinfo=zone)
+    next_month = datetime(today.year + today.month // 12, today.month % 12 + 1, 1, tzinfo=zone)
+    return (parse(start, "start") if start else month_start), (parse(end, "end") if end else next_month)
+
+
 def in_reportable_range(moment: datetime) -> bool:
     """Whether `moment` lies in [EARLIEST, LATEST] (compared without converting, which could overflow)."""
     return EARLIEST <= moment <= LATEST

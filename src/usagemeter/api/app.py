@@ -1,0 +1,74 @@
+"""The FastAPI app: routes, problem+json errors, the body limit, metrics, and the resources' lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from usagemeter.api import metrics, problems
+from usagemeter.api.metrics import RequestMetrics
+from usagemeter.api.routes import billing, events, health, usage
+from usagemeter.api.server import Server, ServerConfig
+
+DESCRIPTION = (
+    "Record and read AI usage per tenant. Every request runs in the database as its caller"
+    " (`Authorization: Bearer <Supabase access token>`): row-level security decides what each caller"
+    " sees and may write. Errors are RFC 9457 `application/problem+json`."
+)
+
+
+class BodyLimit:
+    """413 for a body over `limit` bytes: by its Content-Length at once, or as soon as a streamed body passes it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = problems.Problem(
+            413, "Payload too large", f"the body is over the limit of {self.limit:,} bytes", kind="payload-too-large"
+        )
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await too_large.response(scope["path"])(scope, receive, send)
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise too_large
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """An app serving `config`'s database; its pools open when the app starts and close when it stops."""
+
+    measured = metrics.Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server = Server.open(config, measured)
+        app.state.server = server
+        try:
+            yield
+        finally:
+            await server.close()
+
+    app = FastAPI(title="usagemeter", version="1", description=DESCRIPTION, lifespan=lifespan)
+    problems.install(app)
+    for module in (events, usage, billing, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=config.body_limit)
+    app.add_middleware(RequestMetrics, metrics=measured)  # outermost: counts 413s too
+    return app
