@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from usagemeter.api import metrics, problems
@@ -51,6 +54,52 @@ class BodyLimit:
         await self.app(scope, counting_receive, send)
 
 
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details; `errors`, `field`, `index` or `budget` name what is wrong.",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+# What any API route may answer besides its own: unparsable input, no or a bad token, a body too
+# large, bad parameters, a database that is down or too slow.
+COMMON_PROBLEMS = {
+    "400": "Malformed request",
+    "401": "No valid bearer token",
+    "413": "Body over the limit",
+    "422": "Invalid parameters or body",
+    "503": "Database unavailable",
+}
+
+
+def _document_problems(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, every error answer declared as application/problem+json (as it is sent)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if path.startswith("/v1/"):
+                for status, description in COMMON_PROBLEMS.items():
+                    responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
+                if status[0] in "45":
+                    response["content"] = problem
+    for name in ("HTTPValidationError", "ValidationError"):
+        document["components"]["schemas"].pop(name, None)
+    app.openapi_schema = document
+    return document
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     """An app serving `config`'s database; its pools open when the app starts and close when it stops."""
 
@@ -69,6 +118,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     problems.install(app)
     for module in (events, usage, billing, health):
         app.include_router(module.router)
+    app.openapi = functools.partial(_document_problems, app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=config.body_limit)
     app.add_middleware(RequestMetrics, metrics=measured)  # outermost: counts 413s too
     return app

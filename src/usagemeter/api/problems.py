@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from usagemeter import errors
 from usagemeter.reporting import filters
@@ -180,6 +181,10 @@ def install(app: FastAPI) -> None:
             return await unexpected(request, exc)
         return found.response(request.url.path)
 
+    async def client_left(request: Request, exc: Exception) -> JSONResponse:
+        # Nobody reads this answer; nothing was recorded (the body never arrived whole).
+        return Problem(400, "Client disconnected", "the body never arrived whole", kind="disconnected").response()
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
         return Problem(
@@ -191,4 +196,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(psycopg.Error, database_error)
+    app.add_exception_handler(ClientDisconnect, client_left)
     app.add_exception_handler(Exception, unexpected)
