@@ -40,4 +40,5 @@ def test_no_input_makes_a_500_or_breaks_the_schema(
     token = {"member": api_server.token(user), "service": api_server.token(role="service_role"), "nobody": None}[caller]
     result = schemathesis(api_server, token, max_examples=40)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and "generated" in result.stdout
+    assert " passed" in result.stdout
+    assert "generated" in result.stdout
