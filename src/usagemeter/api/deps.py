@@ -19,7 +19,8 @@ from usagemeter.api.server import Server
 from usagemeter.db import Identity
 
 
-def get_server(request: Request) -> Server:
+async def get_server(request: Request) -> Server:
+    """The app's resources (async: a plain function would cost every request a thread hop)."""
     server: Server = request.app.state.server
     return server
 
