@@ -27,6 +27,16 @@ BENCHMARKS = {
             "single_budgets_vs_none",
         ],
     ),
+    "http.py": (
+        ["--seconds", "1", "--connections", "8"],
+        [
+            "single_events_per_s",
+            "single_p99_ms",
+            "batch_events_per_s",
+            "inprocess_batch_events_per_s",
+            "batch_vs_inprocess",
+        ],
+    ),
     "reports.py": (
         ["--rows", "5000", "--repeat", "2"],
         [
