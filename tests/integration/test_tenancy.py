@@ -233,7 +233,7 @@ def test_adding_an_existing_member_returns_them_or_names_their_role(
     same = tenants.add_member(app, Identity.user(org.owner_id), tenant_id=org.tenant, user_id=org.member_id,
                               role="member")  # fmt: skip
     assert (same.user_id, same.role) == (org.member_id, "member")
-    with pytest.raises(errors.MemberExists, match="already a member of tenant .* as member") as caught:
+    with pytest.raises(errors.MemberExists, match=r"already a member of tenant .* as member") as caught:
         tenants.add_member(app, Identity.user(org.owner_id), tenant_id=org.tenant, user_id=org.member_id,
                            role="admin")  # fmt: skip
     assert caught.value.role == "member"
@@ -284,7 +284,7 @@ def test_create_user_with_an_email_and_a_chosen_id(owner: psycopg.Connection[Any
         users.create_user(owner, email="GRACE@example.test")
     with pytest.raises(errors.UserExists, match=str(chosen)):
         users.create_user(owner, user_id=chosen)
-    with pytest.raises(errors.InvalidUser, match="^email: "):
+    with pytest.raises(errors.InvalidUser, match=r"^email: "):
         users.create_user(owner, email="not an email")
 
 
