@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from usagemeter.cli import budgets, common, corrections, database, prices, recording, reporting, statements
+from usagemeter.cli import (
+    budgets,
+    common,
+    corrections,
+    database,
+    prices,
+    recording,
+    reporting,
+    statements,
+    tenants,
+)
 
 app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
 
@@ -26,5 +36,7 @@ app.add_typer(budgets.budget_app, name="budget")
 app.command("void")(corrections.void_command)
 app.command("amend")(corrections.amend_command)
 app.add_typer(statements.statement_app, name="statement")
+app.add_typer(tenants.tenant_app, name="tenant")
+app.add_typer(tenants.user_app, name="user")
 
 __all__ = ["app"]
