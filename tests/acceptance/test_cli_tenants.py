@@ -118,3 +118,15 @@ def test_user_create_is_refused_where_supabase_auth_owns_auth_users(
     assert refused.returncode == 1
     assert "create users through Supabase Auth" in " ".join(refused.stderr.split())
     assert owner.execute("select count(*) from auth.users").fetchone() == (0,)
+
+
+def test_names_and_errors_print_as_they_are_never_as_markup(database_url: str) -> None:
+    db = ("--database-url", database_url)
+    assert usagemeter("tenant", "create", "--name", "[bold]Acme :ticket:", "--slug", "acme", *db).returncode == 0
+    listed = usagemeter("tenant", "list", *db)
+    assert listed.returncode == 0, listed.stderr
+    assert "[bold]Acme :ticket:" in listed.stdout
+    refused = usagemeter("tenant", "create", "--name", "x", "--slug", "[/]", *db)
+    assert refused.returncode == 2
+    assert "got '[/]'" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from usagemeter import db, errors
 from usagemeter.cli.common import DatabaseUrlOption, app_database, database, fail, out, reported_errors
@@ -86,7 +87,7 @@ def list_command(as_user: AsUserOption = None, output: FormatOption = "table",
         table.add_column(heading)
     for tenant in found:
         created = tenant.created_at.isoformat(timespec="seconds")
-        table.add_row(str(tenant.id), tenant.slug, tenant.name, tenant.role or "", created)
+        table.add_row(str(tenant.id), tenant.slug, Text(tenant.name), tenant.role or "", created)
     out.print(table)
     if not found:
         out.print("no tenants" + (" you are a member of" if as_user else ""))
