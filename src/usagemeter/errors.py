@@ -175,7 +175,10 @@ class CorrectionRefused(UsagemeterError):
 
 
 class PermissionDenied(UsagemeterError):
-    """The caller may not do this (SQLSTATE 42501): only the service role voids or amends usage; nothing changed."""
+    """The caller may not do this (SQLSTATE 42501, or a row RLS hides): nothing changed.
+
+    Only the service role voids or amends usage and creates tenants; owners and admins manage members.
+    """
 
 
 class InvalidPrice(UsagemeterError, ValueError):
@@ -214,3 +217,74 @@ class InvalidToken(UsagemeterError):
 
     The message says which, without echoing the token; the HTTP API answers 401 with it.
     """
+
+
+class InvalidTenant(UsagemeterError, ValueError):
+    """A tenant's name or slug breaks a rule (the same as the tenants table's CHECKs); nothing was written.
+
+    `field` names it: `name` or `slug`.
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TenantConflict(UsagemeterError):
+    """Another tenant already has this slug (tenants_slug_key); nothing was written. `field` is `slug`."""
+
+    def __init__(self, message: str, *, field: str = "slug") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TenantNotFound(UsagemeterError, LookupError):
+    """No tenant has the id given (or the caller cannot see it); nothing was written."""
+
+
+class InvalidMember(UsagemeterError, ValueError):
+    """A membership was asked for with a bad role (owner, admin or member); nothing was written."""
+
+    def __init__(self, message: str, *, field: str = "role") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class MemberExists(UsagemeterError):
+    """The user is already a member of the tenant with another role; nothing changed. `role` is their current one."""
+
+    def __init__(self, message: str, *, role: str | None = None) -> None:
+        super().__init__(message)
+        self.role = role
+
+
+class MemberNotFound(UsagemeterError, LookupError):
+    """The user is not a member of the tenant, as far as the caller can see; nothing was removed."""
+
+
+class UserNotFound(UsagemeterError, LookupError):
+    """No user in auth.users has the id given; nothing was written. `user_id` is that id."""
+
+    def __init__(self, message: str, *, user_id: object = None) -> None:
+        super().__init__(message)
+        self.user_id = user_id
+
+
+class InvalidUser(UsagemeterError, ValueError):
+    """A user was asked for with a bad email; nothing was written. `field` names it."""
+
+    def __init__(self, message: str, *, field: str = "email") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UserExists(UsagemeterError):
+    """A user with this id or email already exists in auth.users; nothing was written."""
+
+
+class UsersManagedElsewhere(UsagemeterError):
+    """auth.users is not usagemeter's shim (a real Supabase database): users are created through Supabase Auth."""
+
+
+class DemoRefused(UsagemeterError):
+    """The demo data set loads only into a database with no usage and no tenants, or one it was loaded into."""

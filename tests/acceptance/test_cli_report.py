@@ -165,3 +165,14 @@ def test_out_of_range_input_is_one_error_line_and_exit_2(
     database_url: str, arguments: tuple[str, ...], flag: str
 ) -> None:
     assert_one_clean_error(usagemeter("report", "--database-url", database_url, "--all", *arguments), flag)
+
+
+def test_the_table_prints_actions_and_models_as_they_are(database_url: str, owner: psycopg.Connection[Any]) -> None:
+    """`:ticket:` is an emoji code and `[bold]` markup to rich: neither may change what a cell says."""
+    tenant, user = factories.add_tenant(owner), factories.add_user(owner)
+    factories.add_event(owner, tenant_id=tenant, user_id=user, action="support:ticket:classify",
+                        metadata={"model": "[bold]m[/]"})  # fmt: skip
+    result = usagemeter("report", "--database-url", database_url, "--tenant", str(tenant), "--by", "action,model")
+    assert result.returncode == 0, result.stderr
+    assert "support:ticket:classify" in result.stdout
+    assert "[bold]m[/]" in result.stdout

@@ -38,8 +38,9 @@ def test_wheel_ships_every_migration_byte_for_byte(repo_root: Path, tmp_path: Pa
         }
         names = set(archive.namelist())
         assert "usagemeter/ops/platform.sql" in names
-        for flow in ("billing", "db", "ops", "recording", "reporting"):
+        for flow in ("billing", "db", "ops", "recording", "reporting", "tenancy"):
             assert f"usagemeter/{flow}/queries.sql" in names
+        assert "usagemeter/ops/demo.sql" in names
         starter = (repo_root / "src" / "usagemeter" / "billing" / "starter_prices.csv").read_bytes()
         assert archive.read("usagemeter/billing/starter_prices.csv") == starter
         assert "usagemeter/py.typed" in names

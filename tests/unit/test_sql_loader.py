@@ -110,9 +110,11 @@ def test_every_package_loads_its_queries() -> None:
         "billing/corrections.sql",
         "billing/queries.sql",
         "db/queries.sql",
+        "ops/demo.sql",
         "ops/queries.sql",
         "recording/queries.sql",
         "reporting/queries.sql",
+        "tenancy/queries.sql",
     ]
     for queries_file in QUERY_FILES:
         package = ".".join(queries_file.parent.relative_to(PACKAGE.parent).parts)

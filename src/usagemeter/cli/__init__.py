@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from usagemeter.cli import budgets, common, corrections, database, prices, recording, reporting, server, statements
+from usagemeter.cli import (
+    budgets,
+    common,
+    corrections,
+    database,
+    prices,
+    recording,
+    reporting,
+    server,
+    statements,
+    tenants,
+)
 
 app = typer.Typer(help="Record and report AI usage per tenant on PostgreSQL, isolated by RLS.", no_args_is_help=True)
 
@@ -28,5 +39,7 @@ app.command("amend")(corrections.amend_command)
 app.add_typer(statements.statement_app, name="statement")
 app.command("serve")(server.serve)
 app.command("token")(server.token)
+app.add_typer(tenants.tenant_app, name="tenant")
+app.add_typer(tenants.user_app, name="user")
 
 __all__ = ["app"]

@@ -15,13 +15,15 @@ from typing import Annotated, NoReturn
 import psycopg
 import typer
 from psycopg import conninfo
+from rich import markup
 from rich.console import Console
 
 from usagemeter import db, errors, settings
 from usagemeter.ops import embedded, migrate
 
-out = Console()
-err = Console(stderr=True)
+# No emoji codes: an action such as support:ticket:classify must print as itself, not with a 🎫.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 DatabaseUrlOption = Annotated[
     str | None,
@@ -34,7 +36,7 @@ DatabaseUrlOption = Annotated[
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {markup.escape(message)}", highlight=False)  # messages quote user input
     raise typer.Exit(code)
 
 

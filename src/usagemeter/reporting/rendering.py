@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from usagemeter.reporting.summaries import SummaryRow
 
@@ -56,7 +57,7 @@ def print_table(rows: list[SummaryRow], key_names: list[str], title: str, consol
     currency = rows[0].currency if rows else None
     table.add_column(f"cost ({currency})" if currency else "cost", justify="right")
     for record in as_records(rows):
-        table.add_row(*(str(record[k]) if record[k] is not None else "" for k in key_names),
+        table.add_row(*(Text(str(record[k])) if record[k] is not None else "" for k in key_names),
                       *(f"{record[t]:,}" for t in TOTALS), record["cost"])  # fmt: skip
     if len(rows) > 1:
         table.add_section()
