@@ -96,3 +96,21 @@ def test_serve_refuses_an_unmigrated_database_and_a_missing_secret(empty_databas
     with serving("--database-url", database_url) as (process, _):
         assert process.wait(timeout=60) == 1
         assert "USAGEMETER_JWT_SECRET" in (process.stdout.read() if process.stdout else "")
+
+
+def test_serve_demo_prints_a_signed_in_url_with_the_demo_usage(database_url: str) -> None:
+    with serving("--database-url", database_url, "--demo") as (process, base):
+        wait_ready(process, base)
+        assert process.stdout is not None
+        printed = ""
+        while "#token=" not in printed:
+            printed += process.stdout.readline()
+        token = printed.split("#token=")[1].split()[0]
+        assert printed.count(f"{base}/#token=") == 1
+        signed_in = {"Authorization": f"Bearer {token}"}
+        tenants = httpx.get(f"{base}/v1/tenants", headers=signed_in).json()
+        assert sorted(t["slug"] for t in tenants) == ["acme", "globex"]
+        usage = httpx.get(f"{base}/v1/usage", params={"all": "true", "from": "2000-01-01", "to": "2100-01-01"},
+                          headers=signed_in).json()  # fmt: skip
+        assert usage[0]["events"] > 100
+        assert httpx.get(f"{base}/", headers={}).status_code == 200

@@ -124,17 +124,19 @@ def from_error(error: errors.UsagemeterError) -> Problem:
         )
     if isinstance(error, errors.PermissionDenied):
         return Problem(403, "Forbidden", str(error), kind="forbidden")
-    if isinstance(error, errors.EventNotFound):
+    if isinstance(error, LookupError):  # an event, tenant, member or user that does not exist, or is not visible
         return Problem(404, "Not found", str(error), kind="not-found")
     if isinstance(error, errors.CorrectionRefused):
         return Problem(409, "Correction refused", str(error), kind="correction-refused")
-    if isinstance(error, errors.InvalidCorrection):
-        return Problem(422, "Invalid correction", str(error), kind="invalid-parameter", extra={"field": error.field})
+    if isinstance(error, errors.TenantConflict | errors.MemberExists):
+        return Problem(409, "Conflict", str(error), kind="conflict", extra={"field": getattr(error, "field", None)})
     if isinstance(error, filters.ReportError | errors.StatementError | errors.BudgetError):
         field, _, _ = str(error).partition(":")
         return Problem(422, "Invalid parameter", str(error), kind="invalid-parameter", extra={"field": field or None})
-    if isinstance(error, ValueError):
-        return Problem(422, "Invalid input", str(error), kind="invalid-input")
+    if isinstance(error, ValueError):  # InvalidCorrection, InvalidTenant, InvalidMember...: `field` names it
+        return Problem(
+            422, "Invalid input", str(error), kind="invalid-input", extra={"field": getattr(error, "field", None)}
+        )
     log.error("unmapped usagemeter error: %r", error)
     return Problem(500, "Internal error", "the server could not answer; the error is logged", kind="internal")
 

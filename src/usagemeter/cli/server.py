@@ -15,7 +15,7 @@ import uvicorn
 from usagemeter import api, db, errors, settings
 from usagemeter.api import auth
 from usagemeter.cli.common import DatabaseUrlOption, err, fail, logins, out, reported_errors
-from usagemeter.ops import migrate
+from usagemeter.ops import demo, migrate
 
 JwtSecretOption = Annotated[
     str | None,
@@ -90,13 +90,12 @@ def serve(
 
 
 def _demo_token(admin_url: str, app_url: str, secret: str) -> str:
-    """Load the demo data set when the database is empty, and a token of its main user."""
-    from usagemeter.ops import demo
-
+    """Load the demo data set when the database is empty, and a token of its owner (a member of both tenants)."""
     with db.connect(admin_url, autocommit=True) as conn:
         loaded = demo.load_demo(conn, app_url)
-    err.print(f"demo data: {loaded.describe()}", highlight=False)
-    return auth.mint(secret, user_id=loaded.main_user_id, email=loaded.main_user_email, ttl=timedelta(days=1))
+    what = f"loaded {loaded.events:,} events" if loaded.loaded else "already loaded"
+    err.print(f"demo data: {what}; signed in as {demo.OWNER_EMAIL}", highlight=False)
+    return auth.mint(secret, user_id=loaded.owner_id, email=demo.OWNER_EMAIL, ttl=timedelta(days=1))
 
 
 def token(
