@@ -174,3 +174,33 @@ def api_server(app_database_url: str, tmp_path: Path) -> Iterator[Any]:
     )
     with http_server.running_api(config) as running:
         yield running
+
+
+@pytest.fixture(params=["HS256", "RS256", "ES256"])
+def signed_api(request: pytest.FixtureRequest, app_database_url: str) -> Iterator[Any]:
+    """The HTTP API checking tokens signed as the parameter says: with the secret, or a key from a JWKS it serves."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from tests import http_server
+    from usagemeter import api
+    from usagemeter.api import auth
+
+    algorithm: str = request.param
+    jwks = http_server.Jwks()
+    config = api.ServerConfig(
+        app_database_url=app_database_url,
+        verifier=auth.TokenVerifier(secret=http_server.SECRET, jwks_url=jwks.url),
+    )
+    try:
+        with http_server.running_api(config) as running:
+            if algorithm != "HS256":
+                key: Any = (
+                    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                    if algorithm == "RS256"
+                    else ec.generate_private_key(ec.SECP256R1())
+                )
+                jwks.add(key.public_key(), "test-key", algorithm)
+                running.signing_key, running.algorithm, running.kid = key, algorithm, "test-key"
+            yield running
+    finally:
+        jwks.server.shutdown()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -15,44 +12,13 @@ import jwt
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from tests import factories, http_server
-from tests.http_server import RunningApi
+from tests.http_server import Jwks, RunningApi
 from usagemeter import api
 from usagemeter.api import auth
 
 ACTION = "agency:scope:generate"
-
-
-class Jwks:
-    """A JWKS endpoint on loopback whose key set a test can change, counting fetches."""
-
-    def __init__(self) -> None:
-        self.keys: list[dict[str, Any]] = []
-        self.fetches = 0
-        jwks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                jwks.fetches += 1
-                body = json.dumps({"keys": jwks.keys}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/auth/v1/.well-known/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def add(self, public_key: Any, kid: str, alg: str) -> None:
-        algorithm = RSAAlgorithm if alg == "RS256" else ECAlgorithm
-        self.keys.append({**algorithm.to_jwk(public_key, as_dict=True), "kid": kid, "alg": alg, "use": "sig"})
 
 
 @pytest.fixture

@@ -95,11 +95,11 @@ def test_usage_is_the_json_report_prints(api_server: RunningApi, database_url: s
         ("pat", {"user": "pat"}, 42),
         ("service", {"all": "true"}, 10203),
     ],
-)
+)  # each with tokens signed by the secret (HS256) and by keys of a JWKS (RS256, ES256)
 def test_each_caller_sees_what_the_policies_allow(
-    api_server: RunningApi, world: dict[str, Any], actor: str, scope: dict[str, str], expected_input: int
+    signed_api: RunningApi, world: dict[str, Any], actor: str, scope: dict[str, str], expected_input: int
 ) -> None:
-    client = api_server.as_service() if actor == "service" else api_server.as_user(world[actor])
+    client = signed_api.as_service() if actor == "service" else signed_api.as_user(world[actor])
     params = {key: (value if value == "true" else str(world[value])) for key, value in scope.items()}
     usage = client.get("/v1/usage", params={**params, **JUNE})
     assert usage.status_code == 200, usage.text
