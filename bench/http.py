@@ -64,7 +64,7 @@ request = function()
     '{"action":"chat:message:reply","tokens_input":' .. n .. ',"tokens_output":7,"metadata":{"bench":"http"}}')
 end
 """
-UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,11 @@ class LoadResult:
 
 
 def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
-    return float(value) * UNITS_MS[unit]
+    """wrk's durations (635.91us, 1.04ms, 1.20s, 1.50m) in milliseconds."""
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if found is None:
+        raise RuntimeError(f"cannot read wrk's duration {text!r}")
+    return float(found[1]) * UNITS_MS[found[2]]
 
 
 def run_wrk(base_url: str, token: str, *, batch: bool, seconds: int, connections: int) -> LoadResult:
