@@ -107,8 +107,8 @@ def run_wrk(base_url: str, token: str, *, batch: bool, seconds: int, connections
     return LoadResult(
         requests=requests,
         requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),  # type: ignore[index]
-        p50_ms=_ms(re.search(r"50%\s+(\S+)", output)[1]),  # type: ignore[index]
-        p99_ms=_ms(re.search(r"99%\s+(\S+)", output)[1]),  # type: ignore[index]
+        p50_ms=_ms(re.search(r"^\s*50%\s+(\S+)", output, re.MULTILINE)[1]),  # type: ignore[index]
+        p99_ms=_ms(re.search(r"^\s*99%\s+(\S+)", output, re.MULTILINE)[1]),  # type: ignore[index]
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         errors=sum(int(n) for n in errors.groups()) if errors else 0,
     )
