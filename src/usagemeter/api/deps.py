@@ -6,17 +6,21 @@ database's policies decide.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from psycopg_pool import PoolTimeout
 
 from usagemeter import errors
 from usagemeter.api import problems
 from usagemeter.api.server import Server
 from usagemeter.db import Identity
+from usagemeter.reporting import filters
 
 
 async def get_server(request: Request) -> Server:
@@ -54,3 +58,40 @@ def read_connection(request: Request) -> Iterator[psycopg.Connection[Any]]:
 
 
 ReadConnection = Annotated[psycopg.Connection[Any], Depends(read_connection)]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a read covers: exactly one scope, and the time range [start, end) read as the CLI reads it."""
+
+    scope: filters.Scope
+    tenant_id: uuid.UUID | None
+    user_id: uuid.UUID | None
+    start: datetime
+    end: datetime
+    tz: str
+
+
+async def get_coverage(
+    tenant: Annotated[uuid.UUID | None, Query(description="One tenant's usage")] = None,
+    user: Annotated[uuid.UUID | None, Query(description="One user's personal usage (no tenant)")] = None,
+    all_visible: Annotated[bool, Query(alias="all", description="Everything the caller may see")] = False,
+    start: Annotated[str | None, Query(alias="from", description="ISO date or date-time; default: this month")] = None,
+    end: Annotated[str | None, Query(alias="to", description="ISO date or date-time, exclusive")] = None,
+    tz: Annotated[str, Query(description="IANA zone of dates without a time, and of buckets")] = "UTC",
+) -> Coverage:
+    """The scope flags of `usagemeter report` (tenant, user or all) and its --from/--to/--tz, as query parameters."""
+    if sum((tenant is not None, user is not None, all_visible)) != 1:
+        raise problems.Problem(
+            422,
+            "Invalid parameter",
+            "give exactly one of tenant=ID, user=ID or all=true",
+            kind="invalid-parameter",
+            extra={"field": "tenant"},
+        )
+    since, until = filters.range_from_text(start, end, tz)
+    scope: filters.Scope = "tenant" if tenant else "user" if user else "all"
+    return Coverage(scope=scope, tenant_id=tenant, user_id=user, start=since, end=until, tz=tz)
+
+
+Covering = Annotated[Coverage, Depends(get_coverage)]

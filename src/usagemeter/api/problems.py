@@ -18,6 +18,7 @@ from usagemeter import errors
 from usagemeter.reporting import filters
 
 MEDIA_TYPE = "application/problem+json"
+RESPONSE: dict[str, Any] = {"content": {MEDIA_TYPE: {}}}  # a route's `responses` entry for an error it answers
 TYPE_PREFIX = "urn:usagemeter:problem:"
 log = logging.getLogger("usagemeter.api")
 

@@ -7,11 +7,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
+from usagemeter.api import problems
 from usagemeter.api.deps import Caller, ReadConnection
-from usagemeter.api.routes.events import PROBLEM
 from usagemeter.billing import budgets, statements
 
 router = APIRouter(tags=["billing"])
+PROBLEM = problems.RESPONSE
 
 
 @router.get("/v1/quotas", response_model=list[dict[str, Any]], responses={401: PROBLEM, 503: PROBLEM})

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from usagemeter import errors
 from usagemeter.api import problems
-from usagemeter.api.deps import Caller, ReadConnection, ServerDep
+from usagemeter.api.deps import Caller, Covering, ReadConnection, ServerDep
 from usagemeter.billing import corrections
 from usagemeter.recording import recorder as recording_faces
 from usagemeter.recording.event import EventFields, UsageEvent
@@ -72,7 +72,7 @@ EVENTS_BODY = {
         }
     },
 }
-PROBLEM: dict[str, Any] = {"content": {problems.MEDIA_TYPE: {}}}
+PROBLEM = problems.RESPONSE
 
 
 def _json_body(request: Request, raw: bytes) -> object:
@@ -211,39 +211,17 @@ def _single_event_fields(payload: dict[str, Any], idempotency_key: str | None) -
 def get_events(
     caller: Caller,
     conn: ReadConnection,
-    tenant: Annotated[uuid.UUID | None, Query(description="One tenant's events")] = None,
-    user: Annotated[uuid.UUID | None, Query(description="One user's personal events (no tenant)")] = None,
-    all_visible: Annotated[bool, Query(alias="all", description="Every event the caller may see")] = False,
-    start: Annotated[str | None, Query(alias="from", description="ISO date or date-time; default: this month")] = None,
-    end: Annotated[str | None, Query(alias="to", description="ISO date or date-time, exclusive")] = None,
-    tz: Annotated[str, Query(description="IANA zone of dates without a time")] = "UTC",
+    covering: Covering,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
     """Events newest first, a page at a time (keyset: pages never shift as new events arrive)."""
-    scope, since, until = scope_and_range(tenant, user, all_visible, start, end, tz)
     query = filters.query_from(
-        listing.ListQuery, scope=scope, tenant_id=tenant, user_id=user, start=since, end=until, limit=limit
-    )
+        listing.ListQuery, scope=covering.scope, tenant_id=covering.tenant_id, user_id=covering.user_id,
+        start=covering.start, end=covering.end, limit=limit,
+    )  # fmt: skip
     page = listing.list_events(conn, caller, query, cursor=cursor)
     return Response(page.model_dump_json(), media_type="application/json")
-
-
-def scope_and_range(
-    tenant: uuid.UUID | None, user: uuid.UUID | None, all_visible: bool, start: str | None, end: str | None, tz: str
-) -> tuple[filters.Scope, datetime, datetime]:
-    """Exactly one of tenant, user or all; and the time range, as the CLI reads --from and --to."""
-    if sum((tenant is not None, user is not None, all_visible)) != 1:
-        raise problems.Problem(
-            422,
-            "Invalid parameter",
-            "give exactly one of tenant=ID, user=ID or all=true",
-            kind="invalid-parameter",
-            extra={"field": "tenant"},
-        )
-    scope: filters.Scope = "tenant" if tenant else "user" if user else "all"
-    since, until = filters.range_from_text(start, end, tz)
-    return scope, since, until
 
 
 @router.post(

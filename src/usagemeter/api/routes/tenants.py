@@ -13,11 +13,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from usagemeter.api import problems
 from usagemeter.api.deps import Caller, ReadConnection
-from usagemeter.api.routes.events import PROBLEM
 from usagemeter.tenancy import tenants
 
 router = APIRouter(tags=["tenants"])
+PROBLEM = problems.RESPONSE
 
 
 class NewTenant(BaseModel):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import IO, Annotated, Any, Literal, cast
 
@@ -13,12 +12,13 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from psycopg_pool import ConnectionPool
 
-from usagemeter.api.deps import Caller, ReadConnection, ServerDep
-from usagemeter.api.routes.events import PROBLEM, scope_and_range
+from usagemeter.api import problems
+from usagemeter.api.deps import Caller, Covering, ReadConnection, ServerDep
 from usagemeter.db import Identity
 from usagemeter.reporting import exporting, filters, rendering, summaries
 
 router = APIRouter(tags=["usage"])
+PROBLEM = problems.RESPONSE
 
 EXPORT_MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 EXPORT_QUEUE_CHUNKS = 16  # blocks held between the database and a slow client
@@ -33,33 +33,19 @@ EXPORT_PUT_TIMEOUT_S = 60.0  # a client that reads nothing for this long ends it
 def get_usage(
     caller: Caller,
     conn: ReadConnection,
-    tenant: Annotated[uuid.UUID | None, Query(description="One tenant's usage")] = None,
-    user: Annotated[uuid.UUID | None, Query(description="One user's personal usage (no tenant)")] = None,
-    all_visible: Annotated[bool, Query(alias="all", description="Everything the caller may see")] = False,
-    start: Annotated[str | None, Query(alias="from", description="ISO date or date-time; default: this month")] = None,
-    end: Annotated[str | None, Query(alias="to", description="ISO date or date-time, exclusive")] = None,
+    covering: Covering,
     by: Annotated[str, Query(description="Comma list of action, domain, module, model, user")] = "",
     bucket: Annotated[Literal["hour", "day", "week", "month"] | None, Query()] = None,
-    tz: Annotated[str, Query(description="IANA time zone of buckets and dates")] = "UTC",
     action_prefix: Annotated[str | None, Query(alias="action-prefix", description="e.g. agency:")] = None,
     top: Annotated[int | None, Query(ge=1, description="Only the N groups with the most tokens")] = None,
 ) -> Response:
     """Usage totals, grouped and bucketed: the flags of `usagemeter report`, and the JSON it prints."""
-    scope, since, until = scope_and_range(tenant, user, all_visible, start, end, tz)
     group_by = tuple(part.strip() for part in by.split(",") if part.strip())
     query = filters.query_from(
-        summaries.SummaryQuery,
-        scope=scope,
-        tenant_id=tenant,
-        user_id=user,
-        start=since,
-        end=until,
-        group_by=group_by,
-        bucket=bucket,
-        tz=tz,
-        top=top,
+        summaries.SummaryQuery, scope=covering.scope, tenant_id=covering.tenant_id, user_id=covering.user_id,
+        start=covering.start, end=covering.end, group_by=group_by, bucket=bucket, tz=covering.tz, top=top,
         action_prefix=action_prefix,
-    )
+    )  # fmt: skip
     rows = summaries.summarize(conn, caller, query)
     return Response(rendering.to_json(rows), media_type="application/json")
 
@@ -130,18 +116,19 @@ def _stream(
 def get_export(
     caller: Caller,
     server: ServerDep,
+    covering: Covering,
     format: Annotated[Literal["csv", "jsonl"], Query(description="csv or jsonl")] = "csv",
-    tenant: Annotated[uuid.UUID | None, Query(description="One tenant's events")] = None,
-    user: Annotated[uuid.UUID | None, Query(description="One user's personal events (no tenant)")] = None,
-    all_visible: Annotated[bool, Query(alias="all", description="Every event the caller may see")] = False,
-    start: Annotated[str | None, Query(alias="from", description="ISO date or date-time; default: this month")] = None,
-    end: Annotated[str | None, Query(alias="to", description="ISO date or date-time, exclusive")] = None,
-    tz: Annotated[str, Query(description="IANA zone of dates without a time")] = "UTC",
 ) -> StreamingResponse:
     """Every event in range as CSV or JSON Lines, streamed as the database reads it (constant memory)."""
-    scope, since, until = scope_and_range(tenant, user, all_visible, start, end, tz)
-    query = filters.query_from(filters.UsageFilter, scope=scope, tenant_id=tenant, user_id=user, start=since, end=until)
-    filename = f"usage-{since.date()}-{until.date()}.{format}"
+    query = filters.query_from(
+        filters.UsageFilter,
+        scope=covering.scope,
+        tenant_id=covering.tenant_id,
+        user_id=covering.user_id,
+        start=covering.start,
+        end=covering.end,
+    )
+    filename = f"usage-{covering.start.date()}-{covering.end.date()}.{format}"
     return StreamingResponse(
         _stream(server.read_pool, caller, query, format),
         media_type=EXPORT_MEDIA_TYPES[format],
