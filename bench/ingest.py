@@ -7,6 +7,7 @@ Same table, same indexes, emptied before each phase:
 (b) naive: one INSERT + commit per event, what a spec-level recordUsage does;
 (c) record_many in batches of 1000 as a signed-in user (RLS on);
 (d) 32 threads calling record() as that user, sharing commits (group commit);
+(d') 256 asyncio tasks awaiting AsyncRecorder.record() as that user (the HTTP server's path);
 (e) enqueue(): throughput until flushed, and the caller's cost per call;
 (f) 32 connections, each its own user signed in (role authenticated), committing one-event
     inserts for a fixed time: all into one tenant, then each into its own tenant
@@ -20,6 +21,7 @@ Same table, same indexes, emptied before each phase:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import tempfile
@@ -43,7 +45,7 @@ from rich.table import Table
 from bench import harness
 from usagemeter import db
 from usagemeter.billing import budgets
-from usagemeter.recording.recorder import EnqueueOptions, Recorder
+from usagemeter.recording.recorder import AsyncRecorder, EnqueueOptions, Recorder
 
 COLUMNS = ("tenant_id", "user_id", "action", "module_id", "tokens_input", "tokens_output", "metadata")
 NAIVE_INSERT = (
@@ -139,6 +141,26 @@ def group_commit(recorder: Recorder, tenant: uuid.UUID, rows: int, threads: int 
             worker.join()
 
     return rows_per_s(per_thread * threads, work)
+
+
+def async_group_commit(url: str, user: uuid.UUID, tenant: uuid.UUID, rows: int, tasks: int = 256) -> float:
+    """AsyncRecorder.record() from `tasks` concurrent tasks of one event loop, after a warm-up."""
+    per_task = rows // tasks
+
+    async def scenario() -> float:
+        async with AsyncRecorder(url) as recorder:
+            me = recorder.as_user(user)
+            await me.record(user_id=None, **event(tenant, 0))
+
+            async def caller() -> None:
+                for i in range(per_task):
+                    await me.record(user_id=None, **event(tenant, i))
+
+            started = time.perf_counter()
+            await asyncio.gather(*(caller() for _ in range(tasks)))
+            return per_task * tasks / (time.perf_counter() - started)
+
+    return asyncio.run(scenario())
 
 
 def enqueue(recorder: Recorder, tenant: uuid.UUID, user: uuid.UUID, rows: int) -> tuple[float, float]:
@@ -322,6 +344,11 @@ def main() -> None:
                 ("naive", args.naive_rows, lambda: naive_inserts(url, tenant_id, user_id, args.naive_rows)),
                 ("batch", args.rows, lambda: batches_as_user(me, tenant_id, args.rows)),
                 ("group_commit", args.group_rows, lambda: group_commit(me, tenant_id, args.group_rows)),
+                (
+                    "async_group_commit",
+                    args.group_rows // 256 * 256 + 1,  # and the warm-up
+                    lambda: async_group_commit(harness.app_url(url), user_id, tenant_id, args.group_rows),
+                ),
             ]
             for name, expected, run in phases:
                 empty_table(owner)
@@ -350,6 +377,7 @@ def main() -> None:
         "naive": "(b) INSERT + commit per event",
         "batch": "(c) record_many x1000 as user (RLS)",
         "group_commit": "(d) 32 threads record(), group commit",
+        "async_group_commit": "(d') 256 tasks AsyncRecorder.record()",
         "enqueue": "(e) enqueue until flushed",
     }
     for key, label in labels.items():
@@ -391,6 +419,8 @@ def main() -> None:
             "enqueue_rows_per_s": round(results["enqueue"]),
             "batch_vs_copy": round(results["batch"] / results["copy"], 3),
             "group_commit_vs_naive": round(results["group_commit"] / results["naive"], 2),
+            "async_group_commit_rows_per_s": round(results["async_group_commit"]),
+            "async_group_commit_vs_naive": round(results["async_group_commit"] / results["naive"], 2),
             "enqueue_us_per_call": round(results["enqueue_us"], 2),
             "single_tenant_rows_per_s": round(results["single_tenant"]),
             "spread_rows_per_s": round(results["spread"]),

@@ -21,6 +21,7 @@ BENCHMARKS = {
             "copy_rows_per_s",
             "batch_vs_copy",
             "group_commit_vs_naive",
+            "async_group_commit_vs_naive",
             "enqueue_us_per_call",
             "single_tenant_vs_spread",
             "batch_budgets_vs_none",

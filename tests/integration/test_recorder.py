@@ -244,3 +244,32 @@ def test_async_face_records_batches_and_enqueues(
 
     asyncio.run(scenario())
     assert factories.count_events(owner) == 56
+
+
+def test_async_callers_cancelled_midway_leave_the_others_and_their_events_whole(
+    app_database_url: str, owner: psycopg.Connection[Any], world: dict[str, uuid.UUID]
+) -> None:
+    """Many awaiting callers share commits; cancelling some neither fails the rest nor loses a committed event."""
+
+    async def scenario() -> list[Any]:
+        async with AsyncRecorder(app_database_url) as rec:
+            alice = rec.as_user(world["alice"])
+            tasks = [
+                asyncio.create_task(
+                    alice.record(action="chat:message:send", user_id=None, tenant_id=world["tenant"], tokens_input=n)
+                )
+                for n in range(600)
+            ]
+            await asyncio.sleep(0)
+            for task in tasks[::7]:
+                task.cancel()
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+    recorded = [o for o in outcomes if not isinstance(o, BaseException)]
+    cancelled = [o for o in outcomes if isinstance(o, asyncio.CancelledError)]
+    assert len(recorded) + len(cancelled) == 600
+    assert len(recorded) >= 600 - len(range(0, 600, 7))
+    stored = {row[0] for row in owner.execute("select id from public.usage_events").fetchall()}
+    assert {r.id for r in recorded} <= stored  # every answered event is stored
+    assert len(stored) <= 600  # a cancelled caller's event may be stored too, never twice

@@ -375,9 +375,12 @@ def test_a_writer_thread_that_died_is_replaced(recorder: Recorder, tenant: uuid.
     event = UsageEvent.model_validate(_event(tenant, n=0))
     ticket = committer.submit(group_commit.Ticket(Identity.service(), writer.Pending.of(event), leave))
     assert isinstance(ticket.wait(30), writer.Recorded)  # settled before its callback ended the thread
-    committer._thread.join(timeout=10)
-    assert not committer._thread.is_alive()
+    deadline = time.monotonic() + 10
+    while all(thread.is_alive() for thread in committer._threads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not all(thread.is_alive() for thread in committer._threads)
     assert recorder.record(action="agency:scope:generate", user_id=None, tenant_id=tenant).duplicate is False
+    assert all(thread.is_alive() for thread in committer._threads)
 
 
 def test_record_racing_close_is_either_stored_or_told_closed(

@@ -8,6 +8,10 @@ fails alone, the others still commit.
 
 The hand-off is deliberately lean (a deque, one condition, a pre-acquired lock per caller):
 with dozens of threads, Python's own synchronisation would otherwise cost more than the database.
+
+Two writers take turns by default: while one transaction is in the database, the other gathers
+and sends the next, so the server's work for one batch overlaps the next batch's (one writer
+left a 2-core server's second core idle: 14k events/s; two reach 2x that).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ log = logging.getLogger("usagemeter.group_commit")
 
 # Time a commit may take beyond waiting for connections and between attempts (statements, the commit).
 STATEMENT_ALLOWANCE_S = 60.0
+WRITERS = 2  # concurrent transactions; each takes a connection of the pool while it commits
 
 
 class Ticket:
@@ -94,23 +99,25 @@ class GroupCommitter:
         policy: retry.RetryPolicy,
         max_batch: int = 1000,
         max_queue: int = 100_000,
+        writers: int = WRITERS,
+        statement_allowance_s: float = STATEMENT_ALLOWANCE_S,
     ) -> None:
         self._pool = pool
         self._policy = policy
         self._max_batch = max_batch
         self._max_queue = max_queue
-        self.max_wait_s = policy.worst_case_s() + STATEMENT_ALLOWANCE_S
+        self.max_wait_s = policy.worst_case_s() + statement_allowance_s
         self._queue: deque[Ticket] = deque()
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
-        self._writer_waiting = False
+        self._writers_waiting = 0
         self._closed = False
         self.commits = 0
-        self._thread = self._start_writer()
+        self._threads = [self._start_writer(n) for n in range(max(1, min(writers, pool.max_size)))]
 
-    def _start_writer(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, name="usagemeter-group-commit", daemon=True)
+    def _start_writer(self, number: int) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name=f"usagemeter-group-commit-{number}", daemon=True)
         thread.start()
         return thread
 
@@ -125,7 +132,7 @@ class GroupCommitter:
                 raise errors.RecorderClosed("the recorder is closed")
             self._replace_dead_writer()
             self._queue.append(ticket)
-            if self._writer_waiting:
+            if self._writers_waiting:
                 self._has_work.notify()
         return ticket
 
@@ -139,9 +146,10 @@ class GroupCommitter:
             self._replace_dead_writer()
 
     def _replace_dead_writer(self) -> None:
-        if not self._thread.is_alive():
-            log.error("the group-commit writer had stopped; starting a new one")
-            self._thread = self._start_writer()
+        for number, thread in enumerate(self._threads):
+            if not thread.is_alive():
+                log.error("group-commit writer %d had stopped; starting a new one", number)
+                self._threads[number] = self._start_writer(number)
 
     def close(self) -> None:
         """Commit what is queued, then stop the writer (waiting at most max_wait_s)."""
@@ -150,19 +158,21 @@ class GroupCommitter:
                 return
             self._closed = True
             self._replace_dead_writer()  # so what is queued is still committed
-            self._has_work.notify()
+            self._has_work.notify_all()
             self._has_room.notify_all()
-        self._thread.join(timeout=self.max_wait_s)
-        if self._thread.is_alive():
-            log.error("the group-commit writer did not finish within %.0f s", self.max_wait_s)
+        deadline = time.monotonic() + self.max_wait_s
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.error("group-commit writer %s did not finish within %.0f s", thread.name, self.max_wait_s)
 
     def _take(self) -> list[Ticket] | None:
         """The next batch, waiting for one; None once closed and drained."""
         with self._lock:
             while not self._queue and not self._closed:
-                self._writer_waiting = True
+                self._writers_waiting += 1
                 self._has_work.wait()
-                self._writer_waiting = False
+                self._writers_waiting -= 1
             if not self._queue:
                 return None
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]

@@ -39,7 +39,7 @@ from psycopg_pool import ConnectionPool
 
 from usagemeter import db, errors, settings
 from usagemeter.db import Identity, retry
-from usagemeter.recording import enqueuer, group_commit, spool, writer
+from usagemeter.recording import async_handoff, enqueuer, group_commit, spool, writer
 from usagemeter.recording.event import EventFields, UsageEvent, validated_claims
 from usagemeter.recording.writer import Recorded
 
@@ -323,15 +323,6 @@ class Recorder:
         self.close()
 
 
-def _resolve(future: asyncio.Future[Recorded], outcome: group_commit.Outcome) -> None:
-    if future.done():  # cancelled, or timed out by wait_for
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
 class RecorderOptions(TypedDict, total=False):
     """Recorder's keyword parameters, for faces that pass them through."""
 
@@ -368,28 +359,11 @@ class AsyncRecorder:
         return self._wrapping(self._sync.as_identity(identity))
 
     async def record(self, **fields: Unpack[EventFields]) -> Recorded:
-        """As Recorder.record; awaits the group commit without blocking the event loop."""
+        """As Recorder.record; awaits the group commit on the event loop, with no thread per call."""
         event = self._sync._event(fields)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Recorded] = loop.create_future()
-
-        def settled(outcome: group_commit.Outcome) -> None:
-            loop.call_soon_threadsafe(_resolve, future, outcome)
-
-        committer = self._sync._engine.committer
-        ticket = committer.submit(group_commit.Ticket(self._sync.identity, writer.Pending.of(event), settled))
-        deadline = loop.time() + committer.max_wait_s
-        try:
-            while not future.done():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return ticket.wait(0)  # settled at the last moment, or DatabaseUnavailable naming the wait
-                await asyncio.wait({future}, timeout=min(1.0, remaining))
-                committer.ensure_writer()
-        except asyncio.CancelledError:
-            future.cancel()  # the outcome still comes, to nobody: the writer skips a caller that left
-            raise
-        return future.result()
+        return await async_handoff.committed(
+            self._sync._engine.committer, self._sync.identity, writer.Pending.of(event)
+        )
 
     async def record_many(self, events: Sequence[UsageEvent | Mapping[str, Any]]) -> list[Recorded]:
         """As Recorder.record_many, in a worker thread."""

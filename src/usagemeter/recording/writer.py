@@ -22,7 +22,7 @@ import psycopg
 from usagemeter import errors, ledger
 from usagemeter.db import Identity, acting_as, refusals, sql
 from usagemeter.db import identity as db_identity
-from usagemeter.recording import insert_sql
+from usagemeter.recording import event_ids, insert_sql
 from usagemeter.recording.event import UsageEvent, metadata_json
 
 queries = sql.load_queries("usagemeter.recording")
@@ -76,7 +76,7 @@ class Pending(NamedTuple):
 
     @classmethod
     def of(cls, event: UsageEvent) -> Pending:
-        return cls(uuid.uuid4(), event)
+        return cls(event_ids.new_event_id(), event)
 
 
 # Rows per INSERT in the fast path: small enough that building one overlaps the server inserting the last.
