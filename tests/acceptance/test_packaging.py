@@ -41,6 +41,9 @@ def test_wheel_ships_every_migration_byte_for_byte(repo_root: Path, tmp_path: Pa
         for flow in ("billing", "db", "ops", "recording", "reporting", "tenancy"):
             assert f"usagemeter/{flow}/queries.sql" in names
         assert "usagemeter/ops/demo.sql" in names
+        assert "usagemeter/api/routes/queries.sql" in names
+        for asset in ("index.html", "dashboard.js", "dashboard.css"):  # the dashboard, with no build step
+            assert f"usagemeter/api/static/{asset}" in names
         starter = (repo_root / "src" / "usagemeter" / "billing" / "starter_prices.csv").read_bytes()
         assert archive.read("usagemeter/billing/starter_prices.csv") == starter
         assert "usagemeter/py.typed" in names

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from usagemeter.api import metrics, problems
 from usagemeter.api.metrics import RequestMetrics
-from usagemeter.api.routes import billing, events, health, tenants, usage
+from usagemeter.api.routes import billing, dashboard, events, health, tenants, usage
 from usagemeter.api.server import Server, ServerConfig
 
 DESCRIPTION = (
@@ -118,6 +118,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     problems.install(app)
     for module in (events, usage, billing, tenants, health):
         app.include_router(module.router)
+    dashboard.install(app)
     app.openapi = functools.partial(_document_problems, app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=config.body_limit)
     app.add_middleware(RequestMetrics, metrics=measured)  # outermost: counts 413s too
