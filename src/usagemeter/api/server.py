@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
 from usagemeter import db
@@ -22,7 +23,7 @@ from usagemeter.recording.recorder import AsyncRecorder, EnqueueOptions
 # Writes ride out a restart of a few seconds, and answer 503 well before a client's usual timeout.
 WRITE_RETRY = retry.RetryPolicy(attempts=6, first_delay_s=0.05, max_delay_s=1.0, connect_timeout_s=2.0)
 READ_POOL_TIMEOUT_S = 5.0  # a request waits this long for a read connection, then answers 503
-SESSION_STATEMENT_TIMEOUT = "30s"  # the service role's statements (no per-role timeout) stop here
+SESSION_STATEMENT_TIMEOUT = "30s"  # the service role's statements (no per-role timeout) stop here, reads and writes
 MiB = 1024 * 1024
 
 
@@ -70,15 +71,19 @@ class Server:
     @classmethod
     def open(cls, config: ServerConfig, measured: Metrics) -> Server:
         enqueue = EnqueueOptions(spool_dir=config.spool_dir) if config.spool_dir else None
+        statement_timeout = f"-c statement_timeout={SESSION_STATEMENT_TIMEOUT}"
         recorder = AsyncRecorder(
-            config.app_database_url, pool_size=config.write_pool_size, retry_policy=WRITE_RETRY, enqueue_options=enqueue
+            conninfo.make_conninfo(config.app_database_url, options=statement_timeout),
+            pool_size=config.write_pool_size,
+            retry_policy=WRITE_RETRY,
+            enqueue_options=enqueue,
         )
         read_pool = db.app_pool(
             config.app_database_url,
             max_size=config.read_pool_size,
             timeout=READ_POOL_TIMEOUT_S,
             name="usagemeter-reads",
-            options=f"-c statement_timeout={SESSION_STATEMENT_TIMEOUT}",
+            options=statement_timeout,
         )
         return cls(config=config, recorder=recorder, read_pool=read_pool, metrics=measured)
 
