@@ -8,19 +8,25 @@ database's policies let that user see.
 
 from __future__ import annotations
 
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 from usagemeter.api import problems
 from usagemeter.api.deps import ServerDep
 
 router = APIRouter(include_in_schema=False)
 STATIC = resources.files("usagemeter.api") / "static"
-VENDOR_CACHE = "public, max-age=86400"
+PLOTLY_VERSION_MARK = "__PLOTLY_VERSION__"
+# The page names plotly.js with the installed version (?v=), so a new plotly is a new URL and the
+# old file may be cached for good; the page and the app's own assets are revalidated each time.
+VENDOR_CACHE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
 
 
 def plotly_js() -> Path:
@@ -28,10 +34,21 @@ def plotly_js() -> Path:
     return Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
 
 
+class _RevalidatedFiles(StaticFiles):
+    """The dashboard's script and style: answered with ETags and revalidated, so an upgrade shows at once."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = REVALIDATE
+        return response
+
+
 @router.get("/", response_class=HTMLResponse)
 async def index() -> HTMLResponse:
-    """The dashboard's page (no-cache: a new version of the package shows at once)."""
-    return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
+    """The dashboard's page, naming the installed plotly.js by its version."""
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    page = page.replace(PLOTLY_VERSION_MARK, metadata.version("plotly"))
+    return HTMLResponse(page, headers={"Cache-Control": REVALIDATE})
 
 
 @router.get("/static/vendor/plotly.min.js")
@@ -51,4 +68,4 @@ async def demo_session(server: ServerDep) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Add the page, its assets and the demo session to `app`."""
     app.include_router(router)
-    app.mount("/static/app", StaticFiles(directory=str(STATIC)), name="dashboard-static")
+    app.mount("/static/app", _RevalidatedFiles(directory=str(STATIC)), name="dashboard-static")

@@ -3,6 +3,7 @@
 
 const TOKEN_KEY = "usagemeter.token";
 const $ = (id) => document.getElementById(id);
+let session = null; // the signed-in view ({token, claims, state}), once start() has one
 
 function isoDate(date) {
   const pad = (n) => String(n).padStart(2, "0");
@@ -17,12 +18,13 @@ function defaultRange() {
   return { from: isoDate(from), to: isoDate(to) };
 }
 
-// The view lives in the URL (scope, from, to, tz, group), so a link shares it.
+// The view lives in the URL (scope, from, to, tz, group), so a link shares it. `tenant=ID` is read
+// as `scope=ID`, as the API spells it.
 function stateFromUrl() {
   const params = new URLSearchParams(location.search);
   const range = defaultRange();
   return {
-    scope: params.get("scope"),
+    scope: params.get("scope") || params.get("tenant"),
     from: params.get("from") || range.from,
     to: params.get("to") || range.to,
     tz: params.get("tz") || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC",
@@ -78,12 +80,23 @@ async function api(token, path, query = {}) {
 }
 
 function showSignIn(message) {
+  session = null;
   sessionStorage.removeItem(TOKEN_KEY);
   $("dashboard").hidden = true;
   $("sign-out").hidden = true;
   $("who").textContent = "";
   $("sign-in").hidden = false;
-  if (message) $("token-input").placeholder = message;
+  $("sign-in-error").textContent = message ? `Not signed in: ${message}` : "";
+  $("sign-in-error").hidden = !message;
+  document.body.dataset.loaded = "signed-out";
+}
+
+// An error hides the figures (they belong to the view before) and says what the API answered.
+function showError(message) {
+  $("dashboard").classList.add("failed");
+  $("error").textContent = message;
+  $("error").hidden = false;
+  document.body.dataset.loaded = "error";
 }
 
 const integer = (n) => Number(n).toLocaleString("en-US");
@@ -97,6 +110,14 @@ function cell(text, numeric) {
 }
 
 function fillRows(body, rows, testId, key) {
+  if (!rows.length) {
+    const td = cell("No usage in this range.");
+    td.colSpan = 4;
+    td.className = "empty";
+    const tr = document.createElement("tr");
+    tr.append(td);
+    return body.replaceChildren(tr);
+  }
   body.replaceChildren(
     ...rows.map((row) => {
       const tr = document.createElement("tr");
@@ -115,7 +136,8 @@ function fillRows(body, rows, testId, key) {
 function drawTotals(rows) {
   const sum = (field) => rows.reduce((total, row) => total + Number(row[field]), 0);
   const currency = rows.find((row) => row.currency)?.currency;
-  const cost = rows.length === 1 ? rows[0].cost : sum("cost").toFixed(6);
+  // Without grouping the API answers one row (its cost an exact decimal string), or none.
+  const cost = rows.length === 1 ? rows[0].cost : rows.length ? sum("cost").toFixed(6) : "0";
   const set = (id, value, text) => {
     $(id).dataset.value = value;
     $(id).textContent = text;
@@ -181,10 +203,14 @@ function drawBudgets(budgets) {
   );
 }
 
+let rendering = 0; // the latest render: an answer to an earlier view arriving late is dropped
+
 async function render(token, claims, state) {
+  const mine = ++rendering;
   writeUrl(state);
   $("error").hidden = true;
   const personal = state.scope === "personal";
+  if (personal && !claims.sub) return showError("This token names no user (no `sub`), so it has no Personal usage: pick a tenant.");
   const scope = personal ? { user: claims.sub } : { tenant: state.scope };
   const range = { from: state.from, to: state.to, tz: state.tz };
   const quotaScope = personal ? { user: claims.sub } : { tenant: state.scope };
@@ -196,6 +222,8 @@ async function render(token, claims, state) {
       personal ? Promise.resolve([]) : api(token, "/v1/usage", { ...scope, ...range, by: "user", top: 50 }),
       api(token, "/v1/quotas", quotaScope),
     ]);
+    if (mine !== rendering) return;
+    $("dashboard").classList.remove("failed");
     drawTotals(totals);
     drawChart(series, state.group);
     fillRows($("actions"), [...actions].sort((a, b) => b.tokens_total - a.tokens_total), "action-row", "action");
@@ -204,11 +232,18 @@ async function render(token, claims, state) {
     drawBudgets(budgets);
     document.body.dataset.loaded = `${state.scope}|${state.from}|${state.to}|${state.tz}|${state.group}`;
   } catch (failure) {
+    if (mine !== rendering) return;
     if (failure instanceof Unauthorized) return showSignIn(failure.message);
-    $("error").textContent = failure.message;
-    $("error").hidden = false;
-    document.body.dataset.loaded = "error";
+    showError(failure.message);
   }
+}
+
+function showDashboard(claims) {
+  $("sign-in").hidden = true;
+  $("dashboard").hidden = false;
+  $("sign-out").hidden = false;
+  $("who").textContent = claims.email || claims.sub || claims.role || "";
+  $("who").dataset.userId = claims.sub || "";
 }
 
 async function start() {
@@ -220,18 +255,17 @@ async function start() {
   try {
     tenants = await api(token, "/v1/tenants");
   } catch (failure) {
-    return showSignIn(failure.message);
+    if (failure instanceof Unauthorized) return showSignIn(failure.message);
+    showDashboard(claims);
+    return showError(`Cannot list your tenants: ${failure.message}`);
   }
-  $("sign-in").hidden = true;
-  $("dashboard").hidden = false;
-  $("sign-out").hidden = false;
-  $("who").textContent = claims.email || claims.sub || claims.role || "";
+  showDashboard(claims);
 
   const picker = $("scope");
   const options = tenants.map((tenant) => [tenant.id, tenant.name]);
   if (claims.sub) options.push(["personal", "Personal"]);
   if (!state.scope) state.scope = options.length ? options[0][0] : "personal";
-  if (!options.some(([value]) => value === state.scope)) options.push([state.scope, `${state.scope} (not a member)`]);
+  if (!options.some(([value]) => value === state.scope)) options.push([state.scope, state.scope === "personal" ? "Personal" : `${state.scope} (not a member)`]);
   picker.replaceChildren(...options.map(([value, label]) => new Option(label, value, false, value === state.scope)));
 
   $("from").value = state.from;
@@ -242,7 +276,6 @@ async function start() {
   await render(token, claims, state);
 }
 
-let session = null; // the signed-in view, once start() has one
 for (const field of ["scope", "from", "to", "tz", "group"]) {
   $(field).addEventListener("change", () => {
     if (!session) return;
@@ -254,10 +287,11 @@ for (const field of ["scope", "from", "to", "tz", "group"]) {
 $("sign-in-form").addEventListener("submit", (submitted) => {
   submitted.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
+  $("token-input").value = "";
   start();
 });
-$("sign-out").addEventListener("click", () => {
-  session = null;
-  showSignIn();
+$("sign-out").addEventListener("click", () => showSignIn());
+window.addEventListener("hashchange", () => {
+  if (location.hash.startsWith("#token=")) start();
 });
 start();
