@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import uuid
@@ -16,10 +15,10 @@ import pytest
 
 from tests import factories, http_server
 from tests.http_server import RunningApi
-from tests.servers import server_binaries
+from tests.servers import migrated_own_server, server_binaries
 from usagemeter import api, db
 from usagemeter.api import auth
-from usagemeter.ops import embedded, migrate
+from usagemeter.ops import embedded
 
 ACTION = "chat:message:reply"
 
@@ -62,16 +61,8 @@ def test_metrics_count_requests_by_route_events_and_refusals(
 @pytest.fixture(params=server_binaries()[-1:])
 def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[embedded.EmbeddedPostgres]:
     """A cluster of our own, to stop and start without disturbing other tests."""
-    server = embedded.EmbeddedPostgres(tmp_path / "pgdata", bin_dir=request.param)
-    server.start()
-    try:
-        with db.connect(server.url(), autocommit=True) as conn:
-            migrate.migrate(conn)
-            server.enable_app_login(conn)
+    with migrated_own_server(tmp_path / "pgdata", request.param) as server:
         yield server
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(tmp_path / "pgdata", ignore_errors=True)
 
 
 def config_for(server: embedded.EmbeddedPostgres, spool_dir: Path | None = None) -> api.ServerConfig:

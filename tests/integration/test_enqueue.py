@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +17,10 @@ import psycopg
 import pytest
 
 from tests import factories
-from tests.servers import server_binaries
+from tests.servers import migrated_own_server, server_binaries
 from usagemeter import db, errors
 from usagemeter.db import retry
-from usagemeter.ops import embedded, migrate
+from usagemeter.ops import embedded
 from usagemeter.recording.recorder import EnqueueOptions, Recorder
 
 FAST_FAIL = retry.RetryPolicy(attempts=1, connect_timeout_s=0.3)
@@ -109,16 +108,8 @@ def test_full_buffer_and_spool_raise_backpressure_instead_of_dropping(tmp_path: 
 @pytest.fixture(params=server_binaries())
 def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[embedded.EmbeddedPostgres]:
     """A cluster of our own, to stop and start without disturbing other tests."""
-    server = embedded.EmbeddedPostgres(tmp_path / "pgdata", bin_dir=request.param)
-    server.start()
-    try:
-        with db.connect(server.url(), autocommit=True) as conn:
-            migrate.migrate(conn)
-            server.enable_app_login(conn)
+    with migrated_own_server(tmp_path / "pgdata", request.param) as server:
         yield server
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(tmp_path / "pgdata", ignore_errors=True)
 
 
 @pytest.mark.slow

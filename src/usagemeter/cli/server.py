@@ -40,6 +40,7 @@ def _duration(text: str) -> timedelta:
 # collection of a busy server's heap paused every in-flight request (measured: p99 of single-event
 # POSTs 78 ms -> 27 ms, 2,640 -> 3,520 requests/s).
 GC_THRESHOLDS = (100_000, 50, 1000)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _tune_garbage_collector() -> None:
@@ -100,6 +101,10 @@ def serve(
         out.print(f"usagemeter on [bold]{url}[/] (API docs at {url}docs)", highlight=False)
         if demo_token:
             out.print(f"open [bold]{url}#token={demo_token}[/] to see the demo usage", highlight=False, soft_wrap=True)
+            if host not in LOOPBACK_HOSTS:
+                err.print(
+                    f"[yellow]warning:[/] --demo signs in every visitor of {url} as the demo owner", highlight=False
+                )
         app = api.create_app(server_config)
         _tune_garbage_collector()
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -198,10 +198,6 @@ def write_fast(
     return [Recorded(p.id, p.event.created_at or now, duplicate=False) for p in written]
 
 
-def chunked(batch: Sequence[Pending], size: int = PIPELINE_CHUNK) -> list[Sequence[Pending]]:
-    return [batch[start : start + size] for start in range(0, len(batch), size)]
-
-
 def _retry_or_refusal(failure: Exception, *, index: int) -> errors.UsagemeterError:
     """Raise a transient failure again, for retry.with_connection to retry the whole write; map the rest."""
     if refusals.is_transient(failure):
@@ -280,7 +276,8 @@ def write_groups(conn: psycopg.Connection[Any], items: Sequence[tuple[Identity, 
     positions: dict[tuple[str, str], list[int]] = {}
     for position, (identity, _) in enumerate(items):
         positions.setdefault(identity.key, []).append(position)
-    groups = [(items[group[0]][0], chunked([items[p][1] for p in group])) for group in positions.values()]
+    # Validated already, so there is nothing to overlap: one INSERT per group (its statement triggers run once).
+    groups = [(items[group[0]][0], [[items[p][1] for p in group]]) for group in positions.values()]
     try:
         fast = write_fast(conn, groups)
     except Exception as failure:
