@@ -200,6 +200,8 @@ def test_a_tenant_one_does_not_belong_to_shows_nothing_of_it(
         assert forced.locator('[data-testid="user-row"]').count() == 0
         assert forced.locator('[data-testid="budget-row"]').count() == 0
         assert "No usage in this range." in forced.inner_text('[data-testid="actions"]')
+        assert forced.locator('[data-testid="chart-empty"]').is_visible()
+        assert forced.locator('[data-testid="chart"]').is_hidden()
 
 
 def test_the_demo_data_with_costs_and_budgets_on_a_laptop_and_a_phone(

@@ -160,7 +160,8 @@ function drawChart(rows, group) {
   document.querySelector('[data-testid="chart-empty"]').hidden = rows.length > 0;
   $("chart").dataset.series = String(names.length);
   $("chart").dataset.days = String(days.length);
-  if (!window.Plotly) return;
+  $("chart").hidden = rows.length === 0; // no empty axes: the sentence says it
+  if (!window.Plotly || !rows.length) return;
   window.Plotly.react($("chart"), traces, {
     barmode: "stack",
     margin: { t: 10, r: 10, b: 40, l: 60 },
