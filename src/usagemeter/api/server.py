@@ -84,6 +84,7 @@ class Server:
             timeout=READ_POOL_TIMEOUT_S,
             name="usagemeter-reads",
             options=statement_timeout,
+            check=True,  # reads are not retried: a connection a restart left dead is replaced, not failed
         )
         return cls(config=config, recorder=recorder, read_pool=read_pool, metrics=measured)
 
