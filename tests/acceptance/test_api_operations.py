@@ -168,4 +168,10 @@ def test_with_the_database_down_reads_say_so_and_writes_answer_503_or_spool(
                 break
             time.sleep(0.5)
         assert found == [(77,)]
-        assert plain.client().get("/readyz").status_code == 200
+        # Ready again once the read pool has reconnected, within its reconnection backoff (it grew
+        # while the database was down): a readiness probe polls, and so does this test.
+        deadline = time.monotonic() + 60
+        while plain.client().get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "/readyz never recovered after the database came back"
+            time.sleep(0.5)
+        assert plain.as_user(user).get("/v1/usage", params={"all": "true"}).status_code == 200
