@@ -71,19 +71,20 @@ class Server:
     @classmethod
     def open(cls, config: ServerConfig, measured: Metrics) -> Server:
         enqueue = EnqueueOptions(spool_dir=config.spool_dir) if config.spool_dir else None
-        statement_timeout = f"-c statement_timeout={SESSION_STATEMENT_TIMEOUT}"
+        url = conninfo.make_conninfo(
+            config.app_database_url, options=f"-c statement_timeout={SESSION_STATEMENT_TIMEOUT}"
+        )
         recorder = AsyncRecorder(
-            conninfo.make_conninfo(config.app_database_url, options=statement_timeout),
+            url,
             pool_size=config.write_pool_size,
             retry_policy=WRITE_RETRY,
             enqueue_options=enqueue,
         )
         read_pool = db.app_pool(
-            config.app_database_url,
+            url,
             max_size=config.read_pool_size,
             timeout=READ_POOL_TIMEOUT_S,
             name="usagemeter-reads",
-            options=statement_timeout,
             check=True,  # reads are not retried: a connection a restart left dead is replaced, not failed
         )
         return cls(config=config, recorder=recorder, read_pool=read_pool, metrics=measured)

@@ -104,15 +104,13 @@ def app_pool(
     max_size: int,
     timeout: float,
     name: str = APPLICATION_NAME,
-    options: str | None = None,
     check: bool = False,
 ) -> ConnectionPool[Any]:
     """An open pool of autocommit connections as the app login.
 
     The login is checked once now, if the server answers, so a privileged URL fails at once with
     ConfigurationError; and again on every new connection, which the pool discards if refused, so
-    a privileged connection is never used even when the server was down at start. `options` are
-    server settings for each session (`-c statement_timeout=30s`). With `check`, a connection is
+    a privileged connection is never used even when the server was down at start. With `check`, a connection is
     tried before it is handed out (one round trip), so one left dead by a server restart is
     replaced instead of failing its request: for callers that do not retry (the API's reads).
     """
@@ -125,7 +123,7 @@ def app_pool(
         url,
         min_size=1,
         max_size=max_size,
-        kwargs={"autocommit": True, "application_name": APPLICATION_NAME, **({"options": options} if options else {})},
+        kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
         configure=refuse_privileged_login,
         check=ConnectionPool.check_connection if check else None,
         timeout=timeout,

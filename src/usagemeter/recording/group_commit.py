@@ -101,14 +101,12 @@ class GroupCommitter:
         policy: retry.RetryPolicy,
         max_batch: int = 1000,
         max_queue: int = 100_000,
-        writers: int = WRITERS,
-        statement_allowance_s: float = STATEMENT_ALLOWANCE_S,
     ) -> None:
         self._pool = pool
         self._policy = policy
         self._max_batch = max_batch
         self._max_queue = max_queue
-        self.max_wait_s = policy.worst_case_s() + statement_allowance_s
+        self.max_wait_s = policy.worst_case_s() + STATEMENT_ALLOWANCE_S
         self._queue: deque[Ticket] = deque()
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)  # the first writer's: any event
@@ -118,7 +116,7 @@ class GroupCommitter:
         self._helpers_waiting = 0
         self._closed = False
         self.commits = 0
-        self._threads = [self._start_writer(n) for n in range(max(1, min(writers, pool.max_size)))]
+        self._threads = [self._start_writer(n) for n in range(max(1, min(WRITERS, pool.max_size)))]
 
     def _start_writer(self, number: int) -> threading.Thread:
         thread = threading.Thread(
