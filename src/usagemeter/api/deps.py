@@ -71,6 +71,13 @@ class Coverage:
     end: datetime
     tz: str
 
+    def query(self, model: type[filters.QueryModel], **narrowing: object) -> filters.QueryModel:
+        """The reporting query of `model` over this coverage, with a route's own fields."""
+        return filters.query_from(
+            model, scope=self.scope, tenant_id=self.tenant_id, user_id=self.user_id, start=self.start, end=self.end,
+            **narrowing,
+        )  # fmt: skip
+
 
 async def get_coverage(
     tenant: Annotated[uuid.UUID | None, Query(description="One tenant's usage")] = None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -15,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from usagemeter import errors
+from usagemeter.billing import budgets
 from usagemeter.reporting import filters
 
 MEDIA_TYPE = "application/problem+json"
@@ -72,11 +72,6 @@ def invalid_event(failure: errors.InvalidEvent) -> dict[str, Any]:
     return {"index": failure.index, "field": failure.field, "detail": str(failure)}
 
 
-def _number(value: Decimal) -> str:
-    """Exact, without trailing zeros (2, 12.5): as budgets and quotas print their numbers."""
-    return format(value.normalize(), "f")
-
-
 def from_error(error: errors.UsagemeterError) -> Problem:
     """The HTTP answer for a project error: the one mapping from what went wrong to a status."""
     if isinstance(error, errors.InvalidToken):
@@ -87,9 +82,9 @@ def from_error(error: errors.UsagemeterError) -> Problem:
         budget = {
             "budget_id": error.budget_id,
             "metric": error.metric,
-            "limit": _number(error.limit),
-            "used": _number(error.used),
-            "requested": _number(error.requested),
+            "limit": budgets.plain_number(error.limit),
+            "used": budgets.plain_number(error.used),
+            "requested": budgets.plain_number(error.requested),
             "currency": error.currency,
             "period": error.period,
             "time_zone": error.time_zone,

@@ -95,9 +95,9 @@ class BudgetStatus:
             "tenant_id": _text(self.tenant_id),
             "user_id": _text(self.user_id),
             "metric": self.metric,
-            "limit": _number(self.limit),
-            "used": _number(self.used),
-            "remaining": _number(self.remaining),
+            "limit": plain_number(self.limit),
+            "used": plain_number(self.used),
+            "remaining": plain_number(self.remaining),
             "currency": self.currency,
             "window": self.period,
             "time_zone": self.time_zone,
@@ -105,7 +105,7 @@ class BudgetStatus:
             "window_end": _time(self.window_end),
             "action_pattern": self.action_pattern,
             "mode": self.mode,
-            "thresholds": [_number(t) for t in self.thresholds],
+            "thresholds": [plain_number(t) for t in self.thresholds],
         }
 
 
@@ -124,7 +124,7 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _number(value: Decimal) -> str:
+def plain_number(value: Decimal) -> str:
     """A decimal as a string without trailing zeros after the point (1000, 12.5), exactly."""
     text = format(value, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
@@ -216,10 +216,10 @@ def check_quota(
             "budget_id": str(row["budget_id"]),
             "metric": row["metric"],
             "mode": row["mode"],
-            "limit": _number(row["usage_limit"]),
-            "used": _number(row["used"]),
-            "requested": _number(row["requested"]),
-            "remaining": _number(row["remaining"]),
+            "limit": plain_number(row["usage_limit"]),
+            "used": plain_number(row["used"]),
+            "requested": plain_number(row["requested"]),
+            "remaining": plain_number(row["remaining"]),
             "window_start": _time(row["window_start"]),
             "window_end": _time(row["window_end"]),
             "allowed": row["allowed"],
@@ -241,9 +241,9 @@ def alerts_after(
             "budget_id": str(row["budget_id"]),
             "tenant_id": _text(row["tenant_id"]),
             "user_id": _text(row["user_id"]),
-            "threshold": _number(row["threshold"]),
-            "used": _number(row["used"]),
-            "usage_limit": _number(row["usage_limit"]),
+            "threshold": plain_number(row["threshold"]),
+            "used": plain_number(row["used"]),
+            "usage_limit": plain_number(row["usage_limit"]),
             "window_start": _time(row["window_start"]),
             "fired_at": _time(row["fired_at"]),
         }

@@ -23,7 +23,7 @@ from usagemeter.billing import corrections
 from usagemeter.recording import recorder as recording_faces
 from usagemeter.recording.event import EventFields, UsageEvent
 from usagemeter.recording.writer import Recorded
-from usagemeter.reporting import filters, listing
+from usagemeter.reporting import listing
 
 router = APIRouter(tags=["events"])
 
@@ -216,11 +216,7 @@ def get_events(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
     """Events newest first, a page at a time (keyset: pages never shift as new events arrive)."""
-    query = filters.query_from(
-        listing.ListQuery, scope=covering.scope, tenant_id=covering.tenant_id, user_id=covering.user_id,
-        start=covering.start, end=covering.end, limit=limit,
-    )  # fmt: skip
-    page = listing.list_events(conn, caller, query, cursor=cursor)
+    page = listing.list_events(conn, caller, covering.query(listing.ListQuery, limit=limit), cursor=cursor)
     return Response(page.model_dump_json(), media_type="application/json")
 
 

@@ -41,11 +41,9 @@ def get_usage(
 ) -> Response:
     """Usage totals, grouped and bucketed: the flags of `usagemeter report`, and the JSON it prints."""
     group_by = tuple(part.strip() for part in by.split(",") if part.strip())
-    query = filters.query_from(
-        summaries.SummaryQuery, scope=covering.scope, tenant_id=covering.tenant_id, user_id=covering.user_id,
-        start=covering.start, end=covering.end, group_by=group_by, bucket=bucket, tz=covering.tz, top=top,
-        action_prefix=action_prefix,
-    )  # fmt: skip
+    query = covering.query(
+        summaries.SummaryQuery, group_by=group_by, bucket=bucket, tz=covering.tz, top=top, action_prefix=action_prefix
+    )
     rows = summaries.summarize(conn, caller, query)
     return Response(rendering.to_json(rows), media_type="application/json")
 
@@ -120,14 +118,7 @@ def get_export(
     format: Annotated[Literal["csv", "jsonl"], Query(description="csv or jsonl")] = "csv",
 ) -> StreamingResponse:
     """Every event in range as CSV or JSON Lines, streamed as the database reads it (constant memory)."""
-    query = filters.query_from(
-        filters.UsageFilter,
-        scope=covering.scope,
-        tenant_id=covering.tenant_id,
-        user_id=covering.user_id,
-        start=covering.start,
-        end=covering.end,
-    )
+    query = covering.query(filters.UsageFilter)
     filename = f"usage-{covering.start.date()}-{covering.end.date()}.{format}"
     return StreamingResponse(
         _stream(server.read_pool, caller, query, format),
