@@ -206,7 +206,7 @@ class UsageClosedPeriodsInsert(TypedDict):
 
 
 class UsageEventsRow(BaseModel):
-    """A row of usage_events: Append-only ledger of AI token usage and billable actions, per tenant (or per user in Personal mode when tenant_id is NULL)."""
+    """A row of usage_events: Append-only ledger of AI token usage and billable actions, per tenant (or per user in Personal mode when tenant_id is NULL). Partitioned by UTC month of created_at."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -217,7 +217,7 @@ class UsageEventsRow(BaseModel):
     correction_reason: str | None
     """Why the service role corrected the event (required on a correction entry)."""
     corrects_event_id: UUID | None
-    """On a correction entry: the event it voids or amends. NULL on events."""
+    """On a correction entry: the event it voids or amends (deleting the event deletes its corrections). NULL on events."""
     cost: Decimal
     """What the event costs in the price list's currency, set by the database when it is written: its tokens at its model's price plus its action's per-event price, each in effect at created_at, rounded to 6 decimal places. On a correction: the change."""
     created_at: datetime
@@ -225,9 +225,9 @@ class UsageEventsRow(BaseModel):
     event_count: int | None
     """What the row adds to event counts: 1 for an event, -1 for a void, 0 for an amendment; computed by the database."""
     id: UUID
-    """Event id: chosen by the recorder (uuid v4) so retries are safe, or gen_random_uuid()."""
+    """Event id: chosen by the recorder (uuid v4) so retries are safe, or gen_random_uuid(); unique across all partitions."""
     idempotency_key: str | None
-    """Caller-chosen retry key, unique per (tenant_id, user_id): a retried write with the same key stores nothing new."""
+    """Caller-chosen retry key, unique per (tenant_id, user_id) across all partitions: a retried write with the same key stores nothing new."""
     metadata: Json
     """Free-form JSON object (model, request id, cost inputs...), at most 16 KiB as text."""
     model: str | None

@@ -115,7 +115,8 @@ def test_idempotency_key_is_unique_per_tenant_and_user_including_personal(owner:
     owner.execute(statement, (None, user, "k1"))
     with pytest.raises(pgerrors.UniqueViolation) as raised:
         owner.execute(statement, (None, user, "k1"))
-    assert raised.value.diag.constraint_name == "usage_events_idempotency_key_idx"
+    # Unique across the monthly partitions: enforced by usagemeter_private.usage_event_keys.
+    assert raised.value.diag.constraint_name == "usage_event_keys_idempotency_key_idx"
     owner.execute(statement, (None, other, "k1"))  # another user's key never collides
     owner.execute(statement, (tenant, user, "k1"))  # same user, another scope
     owner.execute(statement, (None, user, None))

@@ -76,15 +76,16 @@ def record(
         metadata["tokens_cached_input"] = cached
     if cache_write:
         metadata["tokens_cache_write"] = cache_write
+    # The id is chosen here: an entry booked into another month is written again by the database,
+    # so RETURNING would not show it.
+    event_id = uuid.uuid4()
     with acting_as(conn, Identity.service()):
-        row = conn.execute(
+        conn.execute(
             "insert into public.usage_events"
-            " (tenant_id, user_id, action, tokens_input, tokens_output, metadata, created_at)"
-            " values (%s, %s, %s, %s, %s, %s, %s) returning id",
-            (tenant_id, user_id, action, tokens_input, tokens_output, json.dumps(metadata), at),
-        ).fetchone()
-    assert row is not None
-    event_id: uuid.UUID = row[0]
+            " (id, tenant_id, user_id, action, tokens_input, tokens_output, metadata, created_at)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (event_id, tenant_id, user_id, action, tokens_input, tokens_output, json.dumps(metadata), at),
+        )
     return event_id
 
 

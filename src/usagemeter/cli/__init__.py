@@ -9,6 +9,7 @@ from usagemeter.cli import (
     common,
     corrections,
     database,
+    maintenance,
     prices,
     recording,
     reporting,
@@ -41,5 +42,6 @@ app.command("serve")(server.serve)
 app.command("token")(server.token)
 app.add_typer(tenants.tenant_app, name="tenant")
 app.add_typer(tenants.user_app, name="user")
+app.command("maintain")(maintenance.maintain)
 
 __all__ = ["app"]

@@ -22,6 +22,7 @@ import psycopg
 
 from usagemeter import errors
 from usagemeter.db import sql
+from usagemeter.ops import partitions
 
 queries = sql.load_queries("usagemeter.ops")
 
@@ -161,6 +162,8 @@ def apply_platform_shim(conn: psycopg.Connection[Any]) -> None:
 def migrate(conn: psycopg.Connection[Any], migrations: Sequence[Migration] | None = None) -> list[Migration]:
     """Bring the database up to date; returns the migrations applied by this call (empty when none were due).
 
+    Then creates the monthly partitions of usage_events due ahead (a new month may have begun).
+
     `conn` must be in autocommit mode: each migration gets a transaction of its own. Refusals
     (`MigrationChanged`, foreign tables) are raised before anything in the database is changed.
     """
@@ -177,7 +180,10 @@ def migrate(conn: psycopg.Connection[Any], migrations: Sequence[Migration] | Non
             pending = _pending_after_preflight(conn, migrations)
             conn.execute(queries["create_migration_history"])
             apply_platform_shim(conn)
-        return [migration for migration in pending if _apply_one(conn, migration)]
+        applied = [migration for migration in pending if _apply_one(conn, migration)]
+        if partitions.supported(conn):
+            partitions.create_ahead(conn)
+        return applied
     finally:
         conn.prepare_threshold = prepare_threshold
 
@@ -192,16 +198,25 @@ def _pending_after_preflight(conn: psycopg.Connection[Any], migrations: Sequence
             "restore the original file(s) and add a new migration for the change. Nothing was changed."
         )
     pending = [s.migration for s in current if s.status == "pending"]
-    _refuse_foreign_tables(conn, pending)
+    _refuse_foreign_tables(conn, pending, migrations)
     _refuse_foreign_private_schema(conn, pending)
     return pending
 
 
-def _refuse_foreign_tables(conn: psycopg.Connection[Any], pending: Sequence[Migration]) -> None:
-    """Refuse when a table a pending migration creates exists already (someone else's)."""
+def _refuse_foreign_tables(
+    conn: psycopg.Connection[Any], pending: Sequence[Migration], migrations: Sequence[Migration]
+) -> None:
+    """Refuse when a table a pending migration creates exists already (someone else's).
+
+    A table an applied migration created is ours: a later one may replace it (usage_events became
+    partitioned that way).
+    """
+    ours = {table for m in migrations if m not in pending for table in m.created_tables}
     clashes: list[str] = []
     for migration in pending:
         for table in migration.created_tables:
+            if table in ours:
+                continue
             row = conn.execute(queries["table_shape"], {"table": table}).fetchone()
             if row is not None and row[0] is not None:
                 clashes.append(f"{table} ({row[0]}), which {migration.file_name} creates")

@@ -277,3 +277,27 @@ join pg_catalog.pg_class as c on c.oid = k.relation_id
 join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
 where n.nspname not in ('information_schema', 'pg_catalog', 'pg_toast')
 order by k.relation_id, k.constraint_name, k.constraint_type, k.ordinality
+
+-- create_usage_event_partitions --
+-- Create the monthly partitions of usage_events from the current UTC month to %(months_ahead)s later.
+select name from usagemeter_private.create_usage_event_partitions_v1(%(months_ahead)s) as name
+
+-- partitions_supported --
+-- Whether the database has the partitioned ledger (the migration that made it has been applied).
+select to_regprocedure('usagemeter_private.create_usage_event_partitions_v1(integer)') is not null
+
+-- default_usage_event_months --
+-- The UTC months the default partition holds rows of, oldest first, with how many.
+select month_start, events from usagemeter_private.default_usage_event_months_v1()
+
+-- begin_usage_event_month_move --
+-- Lock the default partition against writes until commit and make the month's table; its size in blocks.
+select usagemeter_private.begin_usage_event_month_move_v1(%(month_start)s)
+
+-- copy_usage_event_month_rows --
+-- Copy the month's rows from blocks [first_block, last_block) of the default partition; how many.
+select usagemeter_private.copy_usage_event_month_rows_v1(%(month_start)s, %(first_block)s, %(last_block)s)
+
+-- finish_usage_event_month_move --
+-- Delete the copied rows from the default partition and attach the month's table; how many moved.
+select usagemeter_private.finish_usage_event_month_move_v1(%(month_start)s, %(copied)s)

@@ -1,9 +1,10 @@
 """The INSERT statements of the write flow, composed from the one column definition (usagemeter.ledger).
 
 Four variants: with or without created_at (only the service role may set it), and the fast path
-(binary parameters, no conflict handling: a used id or key fails the statement and the careful
-path takes over) or the careful path (ON CONFLICT DO NOTHING, returning what was stored, so rows
-an earlier attempt stored, or a used idempotency key, are skipped and resolved, never doubled).
+(binary parameters, nothing returned: a used id or key fails the statement with a unique_violation
+and the careful path takes over) or the careful path (returning each stored row's id and time; the
+writer looks up what is stored already first, since ids and keys are unique across the partitions
+of usage_events, where ON CONFLICT sees one partition only).
 Each is rendered to text once, at import: the hot path sends plain strings.
 """
 
@@ -29,7 +30,7 @@ def _insert(columns: tuple[ledger.Column, ...], *, binary: bool, careful: bool) 
         "insert into public.usage_events ({columns}) select {selected} from unnest({arrays}) as e({columns})"
     ).format(columns=ledger.column_list(columns), selected=selected, arrays=arrays)
     if careful:
-        statement = sql.SQL("{} on conflict do nothing returning id, created_at").format(statement)
+        statement = sql.SQL("{} returning id, created_at").format(statement)
     return statement.as_string(None)
 
 

@@ -115,32 +115,88 @@ def _check_created_at(identity: Identity, batch: Sequence[Pending], *, offset: i
     return bool(timed)
 
 
+def _idempotency_key(event: UsageEvent) -> tuple[Any, ...] | None:
+    """What an idempotency key is unique within, with the key; None for an event without one."""
+    if event.idempotency_key is None:
+        return None
+    return (event.tenant_id, event.user_id, event.idempotency_key)
+
+
+# A concurrent write may take an id or key between the lookups and the insert: its unique_violation
+# means the lookups now find it. Three rounds are plenty (each one resolves what was taken before).
+_CAREFUL_ROUNDS = 3
+
+
 def _insert(
     conn: psycopg.Connection[Any], identity: Identity, batch: Sequence[Pending], *, offset: int = 0
 ) -> list[Recorded]:
-    """Insert in the current transaction; resolve rows that were skipped as already stored."""
+    """Insert in the current transaction what is not stored yet; resolve what is (retries, used keys).
+
+    Ids and keys are unique across all partitions of usage_events, which PostgreSQL's ON CONFLICT
+    cannot see (its unique indexes hold per partition), so stored events are looked up first. A
+    key repeated inside the batch is written once and the repeats resolved against it.
+    """
     timed = _check_created_at(identity, batch, offset=offset)
-    query = insert_sql.INSERT_EVENTS_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS
-    columns = _columns(batch)
-    stored = dict(conn.execute(query, columns).fetchall())
-    skipped = [i for i, p in enumerate(batch) if p.id not in stored]
-    if skipped:
-        earlier = conn.execute(queries["events_by_id"], {"ids": [batch[i].id for i in skipped]}).fetchall()
-        stored.update(dict(earlier))
-    results: list[Recorded | None] = [
-        Recorded(p.id, stored[p.id], duplicate=False) if p.id in stored else None for p in batch
-    ]
-    unresolved = [i for i, r in enumerate(results) if r is None]
-    if unresolved:
-        for index, recorded in _resolve_by_key(conn, batch, unresolved, offset=offset).items():
-            results[index] = recorded
-    return [r for r in results if r is not None]
+    for round_left in range(_CAREFUL_ROUNDS - 1, -1, -1):
+        try:
+            with conn.transaction():
+                return _insert_missing(conn, batch, timed=timed, offset=offset)
+        except psycopg.errors.UniqueViolation:
+            if not round_left:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _insert_missing(
+    conn: psycopg.Connection[Any], batch: Sequence[Pending], *, timed: bool, offset: int
+) -> list[Recorded]:
+    stored: dict[uuid.UUID, datetime] = dict(
+        conn.execute(queries["events_by_id"], {"ids": [p.id for p in batch]}).fetchall()
+    )
+    results: dict[int, Recorded] = {
+        i: Recorded(p.id, stored[p.id], duplicate=False) for i, p in enumerate(batch) if p.id in stored
+    }
+    leaders: dict[tuple[Any, ...], int] = {}
+    repeats: list[int] = []
+    for i, pending in enumerate(batch):
+        key = _idempotency_key(pending.event)
+        if i in results or key is None:
+            continue
+        if key in leaders:
+            repeats.append(i)
+        else:
+            leaders[key] = i
+    results.update(_resolve_by_key(conn, batch, list(leaders.values()), offset=offset, missing_ok=True))
+    missing = [i for i in range(len(batch)) if i not in results and i not in repeats]
+    if missing:
+        query = insert_sql.INSERT_EVENTS_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS
+        written = dict(conn.execute(query, _columns([batch[i] for i in missing])).fetchall())
+        # An entry booked into another month is written again by the database, so RETURNING misses it.
+        unreturned = [batch[i].id for i in missing if batch[i].id not in written]
+        if unreturned:
+            written.update(conn.execute(queries["events_by_id"], {"ids": unreturned}).fetchall())
+        for i in missing:
+            if batch[i].id not in written:
+                raise errors.EventRejected(f"event {offset + i}: written but not found again", index=offset + i)
+            results[i] = Recorded(batch[i].id, written[batch[i].id], duplicate=False)
+    results.update(_resolve_by_key(conn, batch, repeats, offset=offset))
+    return [results[i] for i in range(len(batch))]
 
 
 def _resolve_by_key(
-    conn: psycopg.Connection[Any], batch: Sequence[Pending], indexes: list[int], *, offset: int
+    conn: psycopg.Connection[Any],
+    batch: Sequence[Pending],
+    indexes: list[int],
+    *,
+    offset: int,
+    missing_ok: bool = False,
 ) -> dict[int, Recorded]:
-    """Events skipped because their idempotency key is taken: the same payload is a duplicate, another a conflict."""
+    """Events whose idempotency key is stored already: the same payload is a duplicate, another a conflict.
+
+    An event whose key is not found raises, unless `missing_ok` (it is then left out).
+    """
+    if not indexes:
+        return {}
     events = [batch[i].event for i in indexes]
     rows = conn.execute(
         queries["events_by_idempotency_key"],
@@ -157,6 +213,8 @@ def _resolve_by_key(
         event = batch[index].event
         where = offset + index
         if position not in found:
+            if missing_ok:
+                continue
             raise errors.EventRejected(f"event {where}: skipped by the database but not found again", index=where)
         existing_id, created_at, *payload = found[position]
         if not _same_payload(event, tuple(payload)):

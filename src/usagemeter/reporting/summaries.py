@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import Field, field_validator
 
@@ -173,6 +174,18 @@ def bucket_count(query: SummaryQuery) -> int:
     return (last.year - first.year) * 12 + last.month - first.month + 1
 
 
+def summary_statement(query: SummaryQuery, *, max_rows: int = MAX_ROWS) -> tuple[sql.Composed, dict[str, Any]]:
+    """The summary's SQL and parameters (summarize runs it after setting the session's time zone)."""
+    plan = source_plan(query)
+    statement = report_sql.summary_query(
+        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, parts=plan.parts
+    )
+    params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": plan.full_start,
+              "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end,
+              "top": query.top, "row_limit": max_rows + 1}  # fmt: skip
+    return statement, params
+
+
 def summarize(
     conn: psycopg.Connection[Any],
     identity: Identity,
@@ -200,13 +213,7 @@ def summarize(
             f"bucket: the range spans {buckets:,} {query.bucket} buckets, more than the {max_buckets:,} allowed"
             " (max_buckets): use a coarser bucket or a shorter range"
         )
-    plan = source_plan(query)
-    statement = report_sql.summary_query(
-        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, parts=plan.parts
-    )
-    params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": plan.full_start,
-              "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end,
-              "top": query.top, "row_limit": max_rows + 1}  # fmt: skip
+    statement, params = summary_statement(query, max_rows=max_rows)
     try:
         with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(report_sql.USE_TIME_ZONE, params)

@@ -306,13 +306,6 @@ export type Database = {
         }
         Relationships: [
           {
-            foreignKeyName: "usage_events_corrects_event_id_fkey"
-            columns: ["corrects_event_id"]
-            isOneToOne: false
-            referencedRelation: "usage_events"
-            referencedColumns: ["id"]
-          },
-          {
             foreignKeyName: "usage_events_tenant_id_fkey"
             columns: ["tenant_id"]
             isOneToOne: false
