@@ -288,3 +288,8 @@ class UsersManagedElsewhere(UsagemeterError):
 
 class DemoRefused(UsagemeterError):
     """The demo data set loads only into a database with no usage and no tenants, or one it was loaded into."""
+
+
+class RetentionError(UsagemeterError):
+    """Retention stopped before dropping anything more: an archive that failed or does not match, a month
+    that changed, rows left in the default partition. What was dropped before stays dropped; a rerun goes on."""

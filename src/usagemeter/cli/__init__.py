@@ -43,5 +43,6 @@ app.command("token")(server.token)
 app.add_typer(tenants.tenant_app, name="tenant")
 app.add_typer(tenants.user_app, name="user")
 app.command("maintain")(maintenance.maintain)
+app.command("retention")(maintenance.retention)
 
 __all__ = ["app"]

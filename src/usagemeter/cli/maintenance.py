@@ -1,8 +1,11 @@
-"""`usagemeter maintain`: the upkeep a cron job runs (partitions ahead, the default partition emptied)."""
+"""`usagemeter maintain` and `usagemeter retention`: the upkeep a cron job runs."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from usagemeter import db
 from usagemeter.cli.common import DatabaseUrlOption, database, err, fail, out, reported_errors
 from usagemeter.ops import partitions
+from usagemeter.ops import retention as retention_ops
 
 
 def maintain(
@@ -47,3 +51,34 @@ def maintain(
             out.print(f"created partition {name}", highlight=False)
         if not moved and not created:
             out.print("partitions are up to date", highlight=False)
+
+
+def retention(
+    keep_months: Annotated[
+        int, typer.Option(min=1, help="Months kept before the current one; older months are dropped.")
+    ],
+    archive: Annotated[
+        Path | None,
+        typer.Option(help="Write each month to DIR/usage_events_YYYY_MM.parquet, checked, before dropping it."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be done; change nothing.")] = False,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Drop the monthly partitions of usage_events older than the limit, archived to Parquet first with --archive.
+
+    Summaries and statements of dropped months still answer (from the rollups). Nothing is dropped
+    when an archive fails or does not match its partition; a rerun after a failure or a crash
+    finishes the job. Every step is logged to stderr.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    with reported_errors(), database(database_url) as url, db.connect(url, autocommit=True) as conn:
+        if not partitions.supported(conn):
+            fail("this database has no partitioned usage_events yet: run `usagemeter db migrate` first")
+        run = retention_ops.Retention(conn, keep_months=keep_months, archive_dir=archive)
+        outcomes = run.run(dry_run=dry_run)
+        for outcome in outcomes:
+            rows = f"{outcome.totals.events:,} rows" if outcome.totals else "detached before"
+            where = f", archived to {outcome.archive}" if outcome.archive else ""
+            out.print(f"{outcome.action} {outcome.month.partition} ({rows}{where})", highlight=False)
+        if not outcomes:
+            out.print(f"nothing to drop: no month before {run.cutoff:%Y-%m}", highlight=False)

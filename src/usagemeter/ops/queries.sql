@@ -301,3 +301,24 @@ select usagemeter_private.copy_usage_event_month_rows_v1(%(month_start)s, %(firs
 -- finish_usage_event_month_move --
 -- Delete the copied rows from the default partition and attach the month's table; how many moved.
 select usagemeter_private.finish_usage_event_month_move_v1(%(month_start)s, %(copied)s)
+
+-- usage_event_months --
+-- Every monthly table of usage_events, oldest first, attached or (mid-retention) detached.
+select month_start, partition_name, attached from usagemeter_private.usage_event_months_v1()
+
+-- usage_event_month_totals --
+-- Rows and sums of one month's table: what its archive must hold.
+select events, tokens_input, tokens_output, cost from usagemeter_private.usage_event_month_totals_v1(%(month_start)s)
+
+-- record_usage_event_archive --
+-- Record a month's totals and its verified archive (NULL: dropped without one) before it is detached.
+select usagemeter_private.record_usage_event_archive_v1(
+  %(month_start)s, %(events)s, %(tokens_input)s, %(tokens_output)s, %(cost)s, %(archive_path)s)
+
+-- detach_usage_event_month --
+-- Detach a month that still holds what its record says, and free its ids and keys; how many were freed.
+select usagemeter_private.detach_usage_event_month_v1(%(month_start)s)
+
+-- drop_usage_event_month --
+-- Drop the table of a month retention detached.
+select usagemeter_private.drop_usage_event_month_v1(%(month_start)s)

@@ -14,13 +14,13 @@ from typing import IO, Any, Literal
 import psycopg
 from psycopg import sql as pgsql
 
-from usagemeter import ledger
+from usagemeter import ledger, ledger_parquet
 from usagemeter.db import Identity, acting_as
 from usagemeter.reporting import report_sql
 from usagemeter.reporting.filters import UsageFilter
 
 ExportFormat = Literal["csv", "jsonl", "parquet"]
-CHUNK_ROWS = 5_000  # bounds memory: one chunk of rows at a time
+CHUNK_ROWS = ledger_parquet.CHUNK_ROWS  # bounds memory: one chunk of rows at a time
 Progress = Callable[[int], None]
 
 
@@ -77,24 +77,5 @@ class _Export:
         return rows
 
     def parquet(self) -> int:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        arrow_types = {"string": pa.string(), "int16": pa.int16(), "int32": pa.int32(),
-                       "timestamp": pa.timestamp("us", tz="UTC"), "decimal": pa.decimal128(20, 6)}  # fmt: skip
-        schema = pa.schema([(c.name, arrow_types[c.arrow]) for c in ledger.EXPORTED])
-        columns = report_sql.EXPORT_ARROW_COLUMNS
-        statement = report_sql.export_query(self.query.scope, self.filters, columns)
-        rows = 0
-        with self.conn.cursor(name="usagemeter_export") as cur, pq.ParquetWriter(self.sink, schema) as writer:
-            cur.itersize = CHUNK_ROWS
-            cur.execute(statement, self.params)
-            while chunk := cur.fetchmany(CHUNK_ROWS):
-                columns_of_chunk = [
-                    pa.array(values, type=field.type)
-                    for values, field in zip(zip(*chunk, strict=True), schema, strict=True)
-                ]
-                writer.write_table(pa.Table.from_arrays(columns_of_chunk, schema=schema))
-                rows += len(chunk)
-                self.report(rows)
-        return rows
+        statement = report_sql.export_query(self.query.scope, self.filters, report_sql.EXPORT_ARROW_COLUMNS)
+        return ledger_parquet.write(self.conn, statement, self.params, ledger.EXPORTED, self.sink, report=self.report)

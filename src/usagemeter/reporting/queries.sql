@@ -3,7 +3,8 @@
 -- placeholders bound by psycopg; no SQL is ever built from values.
 
 -- rollup_differences --
--- Groups where a rollup plus the unfolded deltas and the raw events disagree (none when the triggers did their job).
+-- Groups where a rollup plus the unfolded deltas and the raw events disagree (none when the triggers did
+-- their job), outside the months whose raw events retention took out.
 with raw as (
   select date_trunc('hour', created_at, 'UTC') as bucket, tenant_id, user_id, action, model,
          sum(event_count)::bigint as events, sum(tokens_input)::bigint as tokens_input,
@@ -66,7 +67,10 @@ select count(*) from (
   select 'tenant day', bucket, tenant_id, null, action, model
   from ((table raw_tenant_days except table tenant_days) union all (table tenant_days except table raw_tenant_days))
     as mismatched_tenant_days
-) as differing_groups
+) as differing_groups (kind, bucket, tenant_id, user_id, action, model)
+-- Months retention took out keep their rollups and have no raw events to compare them with.
+where not exists (select from public.usage_archived_months_v1() as a
+                  where differing_groups.bucket >= a.month_start and differing_groups.bucket < a.month_end)
 
 -- fold_rollups --
 -- Move the unfolded deltas into the rollups now; NULL when another fold is running.
@@ -81,37 +85,48 @@ select pg_advisory_xact_lock('public.usage_rollup_deltas'::regclass::oid::int, 0
 lock table public.usage_events in share mode
 
 -- clear_rollups --
--- Forget the rollups and the unfolded deltas (the rebuild refills the rollups in the same transaction).
-delete from public.usage_rollup_deltas;
-delete from public.usage_rollup_hourly;
-delete from public.usage_rollup_daily;
-delete from public.usage_rollup_tenant_daily
+-- Forget the rollups and the unfolded deltas (the rebuild refills the rollups in the same transaction),
+-- except in months whose raw events retention took out: their rollups are all that is left of them.
+delete from public.usage_rollup_deltas as r
+  where not exists (select from public.usage_archived_months_v1() as a where r.bucket >= a.month_start and r.bucket < a.month_end);
+delete from public.usage_rollup_hourly as r
+  where not exists (select from public.usage_archived_months_v1() as a where r.bucket >= a.month_start and r.bucket < a.month_end);
+delete from public.usage_rollup_daily as r
+  where not exists (select from public.usage_archived_months_v1() as a where r.day >= a.month_start and r.day < a.month_end);
+delete from public.usage_rollup_tenant_daily as r
+  where not exists (select from public.usage_archived_months_v1() as a where r.day >= a.month_start and r.day < a.month_end)
 
 -- rebuild_hourly_rollup --
--- The hourly rollup recomputed from every raw event (corrections count by event_count: a void -1).
+-- The hourly rollup recomputed from every raw event (corrections count by event_count: a void -1), outside
+-- the months retention took out (clear_rollups kept theirs).
 insert into public.usage_rollup_hourly
   (bucket, tenant_id, user_id, action, module_id, model, events, tokens_input, tokens_output, tokens_total, cost)
 select date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1), model,
        sum(event_count), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)
-from public.usage_events
+from public.usage_events as e
+where not exists (select from public.usage_archived_months_v1() as a
+                  where e.created_at >= a.month_start and e.created_at < a.month_end)
 group by 1, 2, 3, 4, 6
 having (sum(event_count), sum(tokens_input), sum(tokens_output), sum(cost)) <> (0, 0, 0, 0)
 
 -- rebuild_tenant_daily_rollup --
--- The tenant-wide daily rollup recomputed from the daily one.
+-- The tenant-wide daily rollup recomputed from the daily one, outside the months retention took out.
 insert into public.usage_rollup_tenant_daily
   (day, tenant_id, action, module_id, model, events, tokens_input, tokens_output, tokens_total, cost)
 select day, tenant_id, action, module_id, model, sum(events), sum(tokens_input), sum(tokens_output),
        sum(tokens_total), sum(cost)
-from public.usage_rollup_daily
+from public.usage_rollup_daily as r
 where tenant_id is not null
+  and not exists (select from public.usage_archived_months_v1() as a where r.day >= a.month_start and r.day < a.month_end)
 group by 1, 2, 3, 4, 5
 
 -- rebuild_daily_rollup --
--- The daily rollup recomputed from the hourly one.
+-- The daily rollup recomputed from the hourly one, outside the months retention took out.
 insert into public.usage_rollup_daily
   (day, tenant_id, user_id, action, module_id, model, events, tokens_input, tokens_output, tokens_total, cost)
 select date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id, model,
        sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)
-from public.usage_rollup_hourly
+from public.usage_rollup_hourly as r
+where not exists (select from public.usage_archived_months_v1() as a
+                  where r.bucket >= a.month_start and r.bucket < a.month_end)
 group by 1, 2, 3, 4, 5, 6

@@ -11,7 +11,7 @@ from typing import Literal
 
 from psycopg import sql
 
-from usagemeter import ledger
+from usagemeter import ledger, ledger_parquet
 
 GroupKey = Literal["action", "domain", "module", "model", "user"]
 Scope = Literal["tenant", "user", "all"]
@@ -202,12 +202,7 @@ EXPORT_JSON_OBJECT = sql.SQL("json_build_object({})::text").format(
     )
 )
 # For Parquet: uuids and jsonb as text, the rest as they are.
-EXPORT_ARROW_COLUMNS = sql.SQL(", ").join(
-    sql.SQL("{}::text").format(sql.Identifier("e", c.name))
-    if c.sql_type in ("uuid", "jsonb")
-    else sql.Identifier("e", c.name)
-    for c in ledger.EXPORTED
-)
+EXPORT_ARROW_COLUMNS = ledger_parquet.arrow_select_list(ledger.EXPORTED)
 
 
 def export_query(scope: Scope, filters: Sequence[str], columns: sql.Composable) -> sql.Composed:
