@@ -7,6 +7,7 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,6 +18,7 @@ from tests.acceptance.test_cli_database import usagemeter
 from tests.http_server import RunningApi
 from usagemeter import db
 from usagemeter.billing import budgets
+from usagemeter.ops import partitions, retention
 
 JUNE = {"from": "2026-06-01", "to": "2026-07-01"}
 
@@ -221,3 +223,32 @@ def test_statements_of_a_month(api_server: RunningApi, world: dict[str, Any]) ->
     assert as_csv.text.splitlines()[0].startswith("action,model,events")
     bad = api_server.as_user(world["alice"]).get(f"/v1/statements/{world['acme']}/June")
     assert bad.status_code == 422
+
+
+def test_months_retention_took_out_still_summarize_and_are_named_in_a_header(
+    api_server: RunningApi, database_url: str, owner: psycopg.Connection[Any], world: dict[str, Any], tmp_path: Path
+) -> None:
+    params = {"tenant": str(world["acme"]), **JUNE, "by": "action"}
+    before = api_server.as_user(world["alice"]).get("/v1/usage", params=params)
+    assert "usagemeter-archived-months" not in before.headers
+    partitions.move_out_of_default(owner)
+    retention.Retention(owner, keep_months=1, archive_dir=tmp_path).run()
+
+    after = api_server.as_user(world["alice"]).get("/v1/usage", params=params)
+    assert after.status_code == 200, after.text
+    assert after.json() == before.json()  # from the rollups
+    assert after.headers["usagemeter-archived-months"] == "2026-06"
+    listed = api_server.as_user(world["alice"]).get("/v1/events", params={"tenant": str(world["acme"]), **JUNE})
+    assert listed.json()["events"] == []
+    assert listed.headers["usagemeter-archived-months"] == "2026-06"
+    statement = api_server.as_user(world["alice"]).get(f"/v1/statements/{world['acme']}/2026-06")
+    assert statement.json()["raw_events_archived"] is True
+    assert sum(line["tokens_input"] for line in statement.json()["lines"]) == 157
+    edge = api_server.as_user(world["alice"]).get("/v1/usage", params={**params, "from": "2026-06-01T00:30:00Z"})
+    assert edge.status_code == 422  # half an hour of raw events it no longer has
+    assert "taken out by retention" in edge.json()["detail"]
+
+    printed = usagemeter("report", "--database-url", database_url, "--tenant", str(world["acme"]),
+                         "--from", "2026-06-01", "--to", "2026-07-01", "--format", "json")  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    assert "raw events of 2026-06 (UTC) were taken out by retention" in printed.stderr

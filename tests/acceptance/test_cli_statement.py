@@ -81,6 +81,7 @@ def test_json_for_a_tenant(database_url: str, tenant: uuid.UUID) -> None:
         "total": "4.500000",
         "adjustments": [],
         "final": False,
+        "raw_events_archived": False,
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from usagemeter import errors
 from usagemeter.api import problems
 from usagemeter.api.server import Server
 from usagemeter.db import Identity
-from usagemeter.reporting import filters
+from usagemeter.reporting import archives, filters
 
 
 async def get_server(request: Request) -> Server:
@@ -47,14 +48,20 @@ async def get_caller(request: Request) -> Identity:
 Caller = Annotated[Identity, Depends(get_caller)]
 
 
-def read_connection(request: Request) -> Iterator[psycopg.Connection[Any]]:
-    """A pooled app-login connection for one read; 503 when none frees up in time."""
-    server: Server = request.app.state.server
+@contextmanager
+def pooled_connection(server: Server) -> Iterator[psycopg.Connection[Any]]:
+    """A connection from the read pool; DatabaseUnavailable (503) when none frees up in time."""
     try:
         with server.read_pool.connection() as conn:
             yield conn
     except PoolTimeout:
         raise errors.DatabaseUnavailable("no database connection became free in time; retry shortly") from None
+
+
+def read_connection(request: Request) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled app-login connection for one read; 503 when none frees up in time."""
+    with pooled_connection(request.app.state.server) as conn:
+        yield conn
 
 
 ReadConnection = Annotated[psycopg.Connection[Any], Depends(read_connection)]
@@ -77,6 +84,11 @@ class Coverage:
             model, scope=self.scope, tenant_id=self.tenant_id, user_id=self.user_id, start=self.start, end=self.end,
             **narrowing,
         )  # fmt: skip
+
+    def archived_headers(self, conn: psycopg.Connection[Any], identity: Identity) -> dict[str, str]:
+        """`Usagemeter-Archived-Months` when part of the range has no raw events any more (retention)."""
+        months = archives.archived_months(conn, identity, self.start, self.end)
+        return {archives.HEADER: archives.header_value(months)} if months else {}
 
 
 async def get_coverage(

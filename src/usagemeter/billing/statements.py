@@ -14,6 +14,7 @@ it later in the first open month (see the closed periods migration).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -30,7 +31,7 @@ from psycopg.types.json import Jsonb
 
 from usagemeter import errors
 from usagemeter.db import Identity, acting_as
-from usagemeter.reporting import filters, summaries
+from usagemeter.reporting import archives, filters, summaries
 
 MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 # An adjustment's keys, in the order statements print them (jsonb, where closed ones are kept, reorders keys).
@@ -95,6 +96,9 @@ class Statement:
     lines: tuple[StatementLine, ...]
     adjustments: tuple[dict[str, Any], ...] = ()
     final: bool = False
+    # Retention took the month's raw events out: the lines still hold (from the rollups); the
+    # adjustments listed are only those whose entries are still stored.
+    raw_events_archived: bool = False
     total: Decimal = field(init=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +116,7 @@ class Statement:
             "total": _money(self.total),
             "adjustments": [{key: adjustment[key] for key in ADJUSTMENT_KEYS} for adjustment in self.adjustments],
             "final": self.final,
+            "raw_events_archived": self.raw_events_archived,
         }
 
     def to_json(self) -> str:
@@ -177,9 +182,9 @@ def statement(
     params = {**_scope(tenant_id, personal_user_id), "start": start, "end": end}
     with acting_as(conn, identity):
         closed = conn.execute(CLOSED_STATEMENT, params).fetchone()
-    if closed is not None:
-        return from_json(closed[0])
-    return _computed(conn, identity, params, tz)
+    found = from_json(closed[0]) if closed is not None else _computed(conn, identity, params, tz)
+    archived = bool(archives.archived_months(conn, identity, start, end))
+    return dataclasses.replace(found, raw_events_archived=archived) if archived else found
 
 
 def _computed(conn: psycopg.Connection[Any], identity: Identity, params: dict[str, Any], tz: str) -> Statement:

@@ -17,7 +17,7 @@ from rich.progress import Progress, TextColumn
 
 from usagemeter import db
 from usagemeter.cli.common import DatabaseUrlOption, app_database, database, err, fail, out, reported_errors
-from usagemeter.reporting import exporting, filters, rendering, report_sql, rollup_check, summaries
+from usagemeter.reporting import archives, exporting, filters, rendering, report_sql, rollup_check, summaries
 
 # The flag of each query field, so an error names what the user typed.
 FLAGS = {
@@ -85,6 +85,7 @@ def report(
     identity = db.Identity.user(as_user) if as_user else db.Identity.service()
     with reported_errors(), app_database(database_url) as url, db.connect_app(url) as conn:
         rows = _summary(conn, identity, query)
+        _note_archived(conn, identity, since, until, what="these totals come from the rollups (exact)")
     key_names = [report_sql.GROUP_COLUMNS[k][0] for k in query.group_by] + (["bucket"] if bucket else [])
     if output == "json":
         print(rendering.to_json(rows))
@@ -95,6 +96,15 @@ def report(
         rendering.print_table(rows, key_names, title, out)
     if chart:
         rendering.print_chart(rows, tz, out if output == "table" else err)
+
+
+def _note_archived(
+    conn: psycopg.Connection[Any], identity: db.Identity, since: datetime, until: datetime, *, what: str
+) -> None:
+    """Tell the reader on stderr when part of the range has no raw events any more (retention)."""
+    message = archives.note(archives.archived_months(conn, identity, since, until), what=what)
+    if message:
+        err.print(f"note: {message}", highlight=False)
 
 
 def _summary(
@@ -179,6 +189,7 @@ def export(
         _row_counter(output is not None and sys.stderr.isatty()) as progress,
     ):
         written = exporting.export_events(conn, identity, query, fmt, sink, progress=progress)
+        _note_archived(conn, identity, since, until, what="they are not in this export (see the retention archives)")
     if output is not None:
         err.print(f"exported {written:,} events to {output}")
 

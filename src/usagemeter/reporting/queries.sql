@@ -130,3 +130,9 @@ from public.usage_rollup_hourly as r
 where not exists (select from public.usage_archived_months_v1() as a
                   where r.bucket >= a.month_start and r.bucket < a.month_end)
 group by 1, 2, 3, 4, 5, 6
+
+-- archived_months --
+-- The UTC months in [start, end) whose raw events retention took out (their rollups are kept).
+select month_start, month_end, archived from public.usage_archived_months_v1()
+where month_start < %(end)s and month_end > %(start)s
+order by month_start

@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from pydantic import Field, field_validator
 
 from usagemeter.db import Identity, acting_as
-from usagemeter.reporting import report_sql
+from usagemeter.reporting import archives, report_sql
 from usagemeter.reporting.filters import ReportError, UsageFilter, time_zone
 
 Bucket = Literal["hour", "day", "week", "month"]
@@ -111,6 +111,14 @@ class SourcePlan:
         }
         return [p for p in [*middle, "raw_head", "raw_tail"] if p not in bounds or bounds[p][0] < bounds[p][1]]
 
+    @property
+    def raw_ranges(self) -> list[tuple[datetime, datetime]]:
+        """The parts of the range read from raw events (the rest comes from the rollups)."""
+        if self.source == "raw":
+            return [(self.start, self.end)]
+        edges = {"raw_head": (self.start, self.full_start), "raw_tail": (self.full_end, self.end)}
+        return [edges[p] for p in self.parts if p in edges]
+
 
 def _ceil(moment: datetime, unit: timedelta) -> datetime:
     floor = _floor(moment, unit)
@@ -174,6 +182,18 @@ def bucket_count(query: SummaryQuery) -> int:
     return (last.year - first.year) * 12 + last.month - first.month + 1
 
 
+def _refuse_raw_reads_of_archived_months(conn: psycopg.Connection[Any], identity: Identity, plan: SourcePlan) -> None:
+    """A summary that needs raw events of a month retention took out would miss them: say so instead."""
+    for start, end in plan.raw_ranges:
+        months = archives.archived_months(conn, identity, start, end)
+        if months:
+            labels = ", ".join(m.label for m in months)
+            raise ReportError(
+                f"range: the raw events of {labels} (UTC) were taken out by retention; summaries of those months"
+                " come from the rollups, which need whole hours and no metadata filter"
+            )
+
+
 def summary_statement(query: SummaryQuery, *, max_rows: int = MAX_ROWS) -> tuple[sql.Composed, dict[str, Any]]:
     """The summary's SQL and parameters (summarize runs it after setting the session's time zone)."""
     plan = source_plan(query)
@@ -213,6 +233,7 @@ def summarize(
             f"bucket: the range spans {buckets:,} {query.bucket} buckets, more than the {max_buckets:,} allowed"
             " (max_buckets): use a coarser bucket or a shorter range"
         )
+    _refuse_raw_reads_of_archived_months(conn, identity, source_plan(query))
     statement, params = summary_statement(query, max_rows=max_rows)
     try:
         with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:

@@ -217,7 +217,8 @@ def get_events(
 ) -> Response:
     """Events newest first, a page at a time (keyset: pages never shift as new events arrive)."""
     page = listing.list_events(conn, caller, covering.query(listing.ListQuery, limit=limit), cursor=cursor)
-    return Response(page.model_dump_json(), media_type="application/json")
+    headers = covering.archived_headers(conn, caller)
+    return Response(page.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.post(

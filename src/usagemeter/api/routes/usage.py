@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from psycopg_pool import ConnectionPool
 
-from usagemeter.api import problems
+from usagemeter.api import deps, problems
 from usagemeter.api.deps import Caller, Covering, ReadConnection, ServerDep
 from usagemeter.db import Identity
 from usagemeter.reporting import exporting, filters, rendering, summaries
@@ -45,7 +45,8 @@ def get_usage(
         summaries.SummaryQuery, group_by=group_by, bucket=bucket, tz=covering.tz, top=top, action_prefix=action_prefix
     )
     rows = summaries.summarize(conn, caller, query)
-    return Response(rendering.to_json(rows), media_type="application/json")
+    headers = covering.archived_headers(conn, caller)
+    return Response(rendering.to_json(rows), media_type="application/json", headers=headers)
 
 
 class _QueueSink:
@@ -120,8 +121,10 @@ def get_export(
     """Every event in range as CSV or JSON Lines, streamed as the database reads it (constant memory)."""
     query = covering.query(filters.UsageFilter)
     filename = f"usage-{covering.start.date()}-{covering.end.date()}.{format}"
+    with deps.pooled_connection(server) as conn:
+        archived = covering.archived_headers(conn, caller)
     return StreamingResponse(
         _stream(server.read_pool, caller, query, format),
         media_type=EXPORT_MEDIA_TYPES[format],
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', **archived},
     )
