@@ -38,6 +38,10 @@ BENCHMARKS = {
             "batch_vs_inprocess",
         ],
     ),
+    "scale.py": (
+        ["--rows", "3000", "--month-rows", "2000", "--repeat", "2"],
+        ["partitioned_vs_plain_summary", "drop_vs_delete_speedup", "conversion_rows_per_s", "archive_rows_per_s"],
+    ),
     "reports.py": (
         ["--rows", "5000", "--repeat", "2"],
         [
