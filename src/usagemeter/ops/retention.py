@@ -23,7 +23,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql as pgsql
 
-from usagemeter import errors, ledger, ledger_parquet
+from usagemeter import durable, errors, ledger, ledger_parquet
 from usagemeter.db import sql
 from usagemeter.ops import partitions
 
@@ -158,7 +158,7 @@ class Retention:
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(partial, final)
-        _sync_directory(self.archive_dir)
+        durable.sync_directory(self.archive_dir)
         log.info("%s: %s rows written to %s", month.partition, f"{rows:,}", final)
         return final
 
@@ -208,12 +208,3 @@ def _archive_totals(path: Path) -> Totals:
         return Decimal(0 if value is None else value)
 
     return Totals(table.num_rows, int(total("tokens_input")), int(total("tokens_output")), total("cost"))
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -32,7 +32,7 @@ from typing import IO, Any, NamedTuple
 
 import pydantic
 
-from usagemeter import errors
+from usagemeter import durable, errors
 from usagemeter.db import Identity
 from usagemeter.recording.event import UsageEvent
 from usagemeter.recording.writer import Pending
@@ -183,7 +183,7 @@ class SpoolFile:
         finally:
             os.close(descriptor)
         if created:
-            _sync_directory(self.directory)
+            durable.sync_directory(self.directory)
         self.size += len(data)
 
     def batches(self, *, max_records: int, max_bytes: int) -> Iterator[list[Line]]:
@@ -375,12 +375,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except (FileNotFoundError, NotADirectoryError):
         return 0
-
-
-def _sync_directory(path: Path) -> None:
-    """Make a new file's directory entry durable too."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
