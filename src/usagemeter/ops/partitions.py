@@ -65,6 +65,8 @@ def move_out_of_default(conn: psycopg.Connection[Any], *, progress: MoveProgress
     moved: list[MovedMonth] = []
     for month_start, events in default_months(conn):
         moved.append(_move_month(conn, month_start, events, progress))
+    if moved and conn.autocommit:  # VACUUM cannot run in a transaction; autovacuum gets to it otherwise
+        conn.execute(queries["vacuum_default_usage_event_partition"])
     return moved
 
 

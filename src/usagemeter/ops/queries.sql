@@ -322,3 +322,7 @@ select usagemeter_private.detach_usage_event_month_v1(%(month_start)s)
 -- drop_usage_event_month --
 -- Drop the table of a month retention detached.
 select usagemeter_private.drop_usage_event_month_v1(%(month_start)s)
+
+-- vacuum_default_usage_event_partition --
+-- Give the space of rows moved out of the default partition back (its emptied end is truncated).
+vacuum (analyze) usagemeter_private.usage_events_default
