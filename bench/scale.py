@@ -203,9 +203,10 @@ def main() -> None:
                     " on c.oid = i.inhrelid where i.inhparent = 'public.usage_events'::regclass"
                 ).fetchone()
                 rows = parted.execute("select count(*) from public.usage_events").fetchone()
+                parted.execute("vacuum analyze usagemeter_private.usage_event_keys")
                 keys = parted.execute(
-                    "select pg_total_relation_size('usagemeter_private.usage_event_keys')"
-                    " + pg_total_relation_size('public.usage_rollup_hourly')"
+                    "select pg_total_relation_size('usagemeter_private.usage_event_keys'),"
+                    " pg_total_relation_size('public.usage_rollup_hourly')"
                     " + pg_total_relation_size('public.usage_rollup_daily')"
                     " + pg_total_relation_size('public.usage_rollup_tenant_daily')"
                 ).fetchone()
@@ -220,7 +221,8 @@ def main() -> None:
                 "archive_rows_per_s": round(args.month_rows / archive_s),
                 "archive_bytes_per_event": round(archive_bytes / args.month_rows, 1),
                 "table_bytes_per_event": round(int(size[0]) / int(rows[0]), 1),
-                "keys_and_rollups_bytes_per_event": round(int(keys[0]) / int(rows[0]), 1),
+                "keys_bytes_per_event": round(int(keys[0]) / int(rows[0]), 1),
+                "rollups_bytes_per_event": round(int(keys[1]) / int(rows[0]), 1),
                 "cluster_vs_single_ingest": None,
             })  # fmt: skip
         finally:

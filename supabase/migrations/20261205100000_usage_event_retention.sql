@@ -4,8 +4,8 @@
 -- a file on the machine running it); the database keeps the record and the steps that must be
 -- atomic. A month goes through: archive written and verified against its partition (recorded
 -- here), then detached (in one transaction that checks the partition still holds exactly what was
--- verified, and frees its ids and keys in usage_event_keys), then dropped. Each step can be run
--- again after a crash. Rollups are never touched: summaries and statements of a dropped month
+-- verified), its ids and keys released from usage_event_keys a batch at a time, then dropped.
+-- Each step can be run again after a crash. Rollups are never touched: summaries and statements of a dropped month
 -- still answer, from them; usage_archived_months_v1() tells readers which months have no raw
 -- events any more.
 
@@ -19,6 +19,7 @@ create table usagemeter_private.usage_event_archives (
   archive_path text,
   verified_at timestamptz,
   detached_at timestamptz,
+  keys_freed_at timestamptz,
   dropped_at timestamptz,
   constraint usage_event_archives_month_start check (month_start = date_trunc('month', month_start, 'UTC'))
 );
@@ -90,9 +91,11 @@ comment on function usagemeter_private.record_usage_event_archive_v1(timestamptz
   'Records what a month''s table holds and the archive verified against it, before the month is detached.';
 revoke all on function usagemeter_private.record_usage_event_archive_v1(timestamptz, bigint, bigint, bigint, numeric, text) from public;
 
--- Detaches a month whose record matches what its table holds now, under the lock DETACH takes (a
--- row written into the month since the check makes it refuse: nothing changes, run it again), and
--- frees the month's ids and keys. The months' rows stay in the detached table until it is dropped.
+-- Detaches a month whose table still holds what its record says. The table is locked against
+-- writes (SHARE: reads go on, and so do writes to other months) while it is summed; a row written
+-- into the month since it was archived makes it refuse: nothing changes, run it again. DETACH then
+-- holds the parent's ACCESS EXCLUSIVE lock only until the commit that follows at once. The month's
+-- ids and keys stay reserved until free_usage_event_month_keys_v1 releases them.
 create function usagemeter_private.detach_usage_event_month_v1(month_start timestamptz) returns bigint
 language plpgsql security definer
 set search_path = ''
@@ -101,15 +104,15 @@ declare
   partition_name text := usagemeter_private.usage_event_partition_name_v1(month_start);
   recorded usagemeter_private.usage_event_archives;
   held record;
-  freed bigint;
 begin
-  select * into recorded from usagemeter_private.usage_event_archives as a where a.month_start = detach_usage_event_month_v1.month_start;
+  select * into recorded from usagemeter_private.usage_event_archives as a
+  where a.month_start = detach_usage_event_month_v1.month_start;
   if not found then
     raise exception 'usagemeter: % has no retention record; archive and verify it first', partition_name
       using errcode = '55000';
   end if;
   set local lock_timeout = '10s';
-  execute pg_catalog.format('alter table public.usage_events detach partition usagemeter_private.%I', partition_name);
+  execute pg_catalog.format('lock table usagemeter_private.%I in share mode', partition_name);
   select * into held from usagemeter_private.usage_event_month_totals_v1(month_start);
   if (held.events, held.tokens_input, held.tokens_output, held.cost)
      is distinct from (recorded.events, recorded.tokens_input, recorded.tokens_output, recorded.cost) then
@@ -117,18 +120,55 @@ begin
       partition_name, held.events, recorded.events
       using errcode = '55000', hint = 'Run retention again: it archives the month anew.';
   end if;
-  execute pg_catalog.format(
-    'delete from usagemeter_private.usage_event_keys as k using usagemeter_private.%I as e where k.id = e.id',
-    partition_name);
-  get diagnostics freed = row_count;
+  execute pg_catalog.format('alter table public.usage_events detach partition usagemeter_private.%I', partition_name);
   update usagemeter_private.usage_event_archives as a set detached_at = pg_catalog.now()
   where a.month_start = detach_usage_event_month_v1.month_start;
-  return freed;
+  return held.events;
 end
 $$;
 comment on function usagemeter_private.detach_usage_event_month_v1(timestamptz) is
-  'Detaches a month of usage_events whose table still holds what its retention record says, and frees its ids and keys; returns how many.';
+  'Detaches a month of usage_events whose table still holds what its retention record says; returns its rows.';
 revoke all on function usagemeter_private.detach_usage_event_month_v1(timestamptz) from public;
+
+-- Releases the ids and keys of a detached month, up to `batch` of them after `after_id` (in id
+-- order), so that no transaction holds much: returns how many were released and the last id
+-- looked at (NULL when the month is done).
+create function usagemeter_private.free_usage_event_month_keys_v1(month_start timestamptz, after_id uuid, batch int)
+returns table (freed bigint, last_id uuid)
+language plpgsql security definer
+set search_path = ''
+as $$
+declare
+  partition_name text := usagemeter_private.usage_event_partition_name_v1(month_start);
+begin
+  if not exists (select from usagemeter_private.usage_event_archives as a
+                 where a.month_start = free_usage_event_month_keys_v1.month_start and a.detached_at is not null) then
+    raise exception 'usagemeter: % is not detached by retention; its keys stay', partition_name
+      using errcode = '55000';
+  end if;
+  return query execute pg_catalog.format(
+    'with ids as (select e.id from usagemeter_private.%I as e'
+    ' where e.id > coalesce($1, ''00000000-0000-0000-0000-000000000000''::uuid) order by e.id limit $2),'
+    ' gone as (delete from usagemeter_private.usage_event_keys as k using ids where k.id = ids.id returning k.id)'
+    ' select (select count(*) from gone), (select ids.id from ids order by ids.id desc limit 1)',
+    partition_name)
+  using after_id, batch;
+end
+$$;
+comment on function usagemeter_private.free_usage_event_month_keys_v1(timestamptz, uuid, int) is
+  'Releases the ids and idempotency keys of a month retention detached, a batch at a time.';
+revoke all on function usagemeter_private.free_usage_event_month_keys_v1(timestamptz, uuid, int) from public;
+
+create function usagemeter_private.usage_event_month_keys_freed_v1(month_start timestamptz) returns void
+language sql security definer
+set search_path = ''
+as $$
+  update usagemeter_private.usage_event_archives as a set keys_freed_at = coalesce(a.keys_freed_at, pg_catalog.now())
+  where a.month_start = usage_event_month_keys_freed_v1.month_start and a.detached_at is not null
+$$;
+comment on function usagemeter_private.usage_event_month_keys_freed_v1(timestamptz) is
+  'Records that every id and key of a detached month was released (its table may be dropped).';
+revoke all on function usagemeter_private.usage_event_month_keys_freed_v1(timestamptz) from public;
 
 create function usagemeter_private.drop_usage_event_month_v1(month_start timestamptz) returns void
 language plpgsql security definer
@@ -138,8 +178,9 @@ declare
   partition_name text := usagemeter_private.usage_event_partition_name_v1(month_start);
 begin
   if not exists (select from usagemeter_private.usage_event_archives as a
-                 where a.month_start = drop_usage_event_month_v1.month_start and a.detached_at is not null) then
-    raise exception 'usagemeter: % is not detached by retention; it is not dropped', partition_name
+                 where a.month_start = drop_usage_event_month_v1.month_start and a.keys_freed_at is not null) then
+    raise exception 'usagemeter: % is not detached by retention with its keys released; it is not dropped',
+      partition_name
       using errcode = '55000';
   end if;
   execute pg_catalog.format('drop table if exists usagemeter_private.%I', partition_name);

@@ -155,6 +155,14 @@ class DetachCrashes(retention.Retention):
             raise ConnectionError("server closed the connection before the commit")
 
 
+class KeyReleaseCrashes(retention.Retention):
+    def free_keys(self, month: retention.Month) -> None:
+        step = {"month_start": month.start, "after_id": None, "batch": 10}
+        with self.conn.transaction():
+            self.conn.execute(retention.queries["free_usage_event_month_keys"], step)  # one batch commits
+        raise ConnectionError("server closed the connection")
+
+
 class DropCrashes(retention.Retention):
     def drop(self, month: retention.Month) -> None:
         with self.conn.transaction():
@@ -162,7 +170,9 @@ class DropCrashes(retention.Retention):
             raise ConnectionError("server closed the connection before the commit")
 
 
-@pytest.mark.parametrize("failing", [ArchiveWriteFails, ArchiveDoesNotMatch, DetachCrashes, DropCrashes])
+@pytest.mark.parametrize(
+    "failing", [ArchiveWriteFails, ArchiveDoesNotMatch, DetachCrashes, KeyReleaseCrashes, DropCrashes]
+)
 def test_a_failure_at_any_step_loses_nothing_and_a_rerun_finishes(
     ledger: Ledger, tmp_path: Path, failing: type[retention.Retention]
 ) -> None:

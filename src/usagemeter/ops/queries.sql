@@ -326,3 +326,11 @@ select usagemeter_private.drop_usage_event_month_v1(%(month_start)s)
 -- vacuum_default_usage_event_partition --
 -- Give the space of rows moved out of the default partition back (its emptied end is truncated).
 vacuum (analyze) usagemeter_private.usage_events_default
+
+-- free_usage_event_month_keys --
+-- Release up to %(batch)s ids and keys of a detached month after %(after_id)s; how many, and the last id.
+select freed, last_id from usagemeter_private.free_usage_event_month_keys_v1(%(month_start)s, %(after_id)s, %(batch)s)
+
+-- usage_event_month_keys_freed --
+-- Record that a detached month's ids and keys are all released.
+select usagemeter_private.usage_event_month_keys_freed_v1(%(month_start)s)

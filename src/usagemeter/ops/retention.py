@@ -1,12 +1,13 @@
 """Retention: months of usage_events past a limit are archived to Parquet, checked, detached and dropped.
 
-A month goes through four steps, each a method so tests can make any of them fail:
+A month goes through five steps, each a method so tests can make any of them fail:
 archive (written to a `.partial` file, synced, renamed), verify (the file's row count and sums
-against the partition's, recorded in usagemeter_private.usage_event_archives), detach (one
-transaction that checks the partition still holds what was verified and frees its ids and keys),
-drop. A failure stops the run with nothing of that month lost: before the detach, the rows are
-where they were; after it, they are in the detached table and a verified archive. Run again, it
-picks up where it stopped. Rollups are never touched, so summaries and statements of a dropped
+against the partition's, recorded in usagemeter_private.usage_event_archives), detach (one short
+transaction that checks the partition still holds what was verified), free_keys (its ids and
+idempotency keys released from usage_event_keys, a batch per transaction), drop. A failure
+stops the run with nothing of that month lost: before the detach, the rows are where they were;
+after it, they are in the detached table and a verified archive. Run again, it picks up where it
+stopped. Rollups are never touched, so summaries and statements of a dropped
 month still answer. Every step is logged (logger `usagemeter.retention`).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,6 +31,9 @@ from usagemeter.ops import partitions
 
 queries = sql.load_queries("usagemeter.ops")
 log = logging.getLogger("usagemeter.retention")
+
+# Ids and keys released per transaction after a detach.
+KEYS_BATCH = 50_000
 
 # Every column, so an archived month can be loaded back as it was.
 ARCHIVE_QUERY = pgsql.SQL("select {columns} from usagemeter_private.{table} as e order by e.created_at, e.id")
@@ -134,7 +139,8 @@ class Retention:
                 log.info("%s: %s rows, no archive asked for", month.partition, f"{totals.events:,}")
             self.detach(month)
         else:
-            log.info("%s: detached by an earlier run, dropping it now", month.partition)
+            log.info("%s: detached by an earlier run, finishing it now", month.partition)
+        self.free_keys(month)
         self.drop(month)
         return Outcome(month, totals, path, "dropped")
 
@@ -184,8 +190,24 @@ class Retention:
 
     def detach(self, month: Month) -> None:
         with self.conn.transaction():
-            row = self.conn.execute(queries["detach_usage_event_month"], {"month_start": month.start}).fetchone()
-        log.info("%s: detached; %s ids and keys freed", month.partition, f"{row[0] if row else 0:,}")
+            self.conn.execute(queries["detach_usage_event_month"], {"month_start": month.start})
+        log.info("%s: detached", month.partition)
+
+    def free_keys(self, month: Month) -> None:
+        """Release the month's ids and keys, KEYS_BATCH per transaction (none holds a lock for long)."""
+        after: uuid.UUID | None = None
+        freed = 0
+        while True:
+            step = {"month_start": month.start, "after_id": after, "batch": KEYS_BATCH}
+            with self.conn.transaction():
+                row = self.conn.execute(queries["free_usage_event_month_keys"], step).fetchone()
+            assert row is not None
+            freed += int(row[0])
+            after = row[1]
+            if after is None:
+                break
+        self.conn.execute(queries["usage_event_month_keys_freed"], {"month_start": month.start})
+        log.info("%s: %s ids and keys released", month.partition, f"{freed:,}")
 
     def drop(self, month: Month) -> None:
         with self.conn.transaction():
