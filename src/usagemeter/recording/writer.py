@@ -179,9 +179,17 @@ def write_fast(
     so the server inserts one while the next is prepared. Raises, storing nothing, when anything
     is off (a refusal, a used id or key, an invalid event); callers then take the careful path,
     which sorts out retries, duplicates and refusals event by event.
+
+    `conn` is in autocommit mode (the pool's connections are), and the transaction is the
+    pipeline's implicit one: PostgreSQL runs every statement up to the pipeline's one Sync in a
+    single transaction, committed at the Sync, rolled back whole if any statement (or the commit)
+    fails. So the write is one round trip; `conn.transaction()` here took four (psycopg syncs
+    after BEGIN, and its nested pipelines sync before and after COMMIT).
     """
+    if not conn.autocommit:
+        raise ValueError("write_fast needs an autocommit connection (its pipeline is the transaction)")
     written: list[Pending] = []
-    with conn.pipeline(), conn.transaction():
+    with conn.pipeline():
         clock: psycopg.Cursor[Any] | None = None
         for identity, chunks in groups:
             cursor = db_identity.become(conn, identity)
