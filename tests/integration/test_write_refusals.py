@@ -12,10 +12,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
 from psycopg import sql as pgsql
 from psycopg.types.json import Jsonb
 
@@ -341,10 +343,34 @@ def test_a_refusal_at_commit_fails_only_its_event(
     ]
     with psycopg.connect(app_database_url, autocommit=True) as conn:
         outcomes = writer.write_groups(conn, items)
+        assert conn.info.transaction_status == pq.TransactionStatus.IDLE
     assert isinstance(outcomes.pop(3), errors.WriteRefused)
     assert all(isinstance(o, writer.Recorded) for o in outcomes), outcomes
     assert _count(refusing, refuse="no") == 9
     assert _count(refusing, refuse="at-commit") == 0
+
+
+def test_the_fast_path_is_one_round_trip_and_a_refusal_in_it_is_rolled_back(
+    app_database_url: str, refusing: psycopg.Connection[Any], tenant: uuid.UUID, tmp_path: Path
+) -> None:
+    alice = factories.add_user(refusing)
+    factories.add_member(refusing, tenant, alice)
+    service, user = Identity.service(), Identity.user(alice)
+    events = [UsageEvent.model_validate({**_event(tenant, n=n, refuse="no"), "user_id": alice}) for n in range(4)]
+    trace = tmp_path / "libpq.trace"
+    with psycopg.connect(app_database_url, autocommit=True) as conn, trace.open("w") as out:
+        conn.pgconn.trace(out.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        groups = [(service, [[writer.Pending.of(e) for e in events[:2]]]), (user, [[writer.Pending.of(events[2])]])]
+        assert len(writer.write_fast(conn, groups)) == 3
+        conn.pgconn.untrace()
+        refused = UsageEvent.model_validate(_event(tenant, n=9, refuse="yes"))
+        with pytest.raises(psycopg.errors.RaiseException):
+            writer.write_fast(conn, [(service, [[writer.Pending.of(events[3]), writer.Pending.of(refused)]])])
+        assert conn.info.transaction_status == pq.TransactionStatus.IDLE  # rolled back, ready for the careful path
+    syncs = [line for line in trace.read_text().splitlines() if line.startswith("F") and "\tSync" in line]
+    assert len(syncs) == 1, syncs  # BEGIN, both identities, the inserts and COMMIT: one round trip
+    assert _count(refusing, refuse="no") == 3
 
 
 def test_an_unknown_sqlstate_fails_its_event_alone_and_can_get_its_own_error(

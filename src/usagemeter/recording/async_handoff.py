@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
 
 from usagemeter.db import Identity
 from usagemeter.recording import group_commit, writer
@@ -21,8 +22,9 @@ from usagemeter.recording import group_commit, writer
 WATCH_INTERVAL_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Waiting:
+class _Waiting(NamedTuple):
+    """A caller's wait, as the watchdog sees it (a tuple: one is made per event)."""
+
     ticket: group_commit.Ticket
     committer: group_commit.GroupCommitter
     deadline: float  # loop time
@@ -106,7 +108,7 @@ async def committed(
     loop = asyncio.get_running_loop()
     outcomes = _outcomes_of(loop)
     future: asyncio.Future[writer.Recorded] = loop.create_future()
-    ticket = committer.submit(group_commit.Ticket(identity, pending, lambda outcome: outcomes.settle(future, outcome)))
+    ticket = committer.submit(group_commit.Ticket(identity, pending, partial(outcomes.settle, future)))
     outcomes.watch(future, _Waiting(ticket, committer, loop.time() + committer.max_wait_s))
     try:
         return await future  # a cancelled caller cancels the future: its outcome still comes, to nobody

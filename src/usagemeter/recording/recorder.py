@@ -52,18 +52,19 @@ def _invalid(failure: pydantic.ValidationError, index: int) -> errors.InvalidEve
     return errors.InvalidEvent(f"event {index}: {where}{message}", index=index, field=field)
 
 
+def validate_event(item: UsageEvent | Mapping[str, Any], *, index: int = 0) -> UsageEvent:
+    """Validate one event; InvalidEvent names `index` when it is invalid."""
+    if isinstance(item, UsageEvent):
+        return item
+    try:
+        return UsageEvent.model_validate(item)
+    except pydantic.ValidationError as failure:
+        raise _invalid(failure, index) from None
+
+
 def validate_events(items: Iterable[UsageEvent | Mapping[str, Any]], *, offset: int = 0) -> list[UsageEvent]:
     """Validate events; the first invalid one raises InvalidEvent with its index (counted from `offset`)."""
-    events: list[UsageEvent] = []
-    for index, item in enumerate(items, start=offset):
-        if isinstance(item, UsageEvent):
-            events.append(item)
-            continue
-        try:
-            events.append(UsageEvent.model_validate(item))
-        except pydantic.ValidationError as failure:
-            raise _invalid(failure, index) from None
-    return events
+    return [validate_event(item, index=index) for index, item in enumerate(items, start=offset)]
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ class Recorder:
     # -- writing ------------------------------------------------------------------------------
 
     def _event(self, fields: Mapping[str, Any]) -> UsageEvent:
-        return validate_events([self._with_default_user(fields)])[0]
+        return validate_event(self._with_default_user(fields))
 
     def record(self, **fields: Unpack[EventFields]) -> Recorded:
         """Record one event and return once it is committed (sharing the commit with concurrent callers).

@@ -11,6 +11,7 @@ refusals.refusal to a project error of the event that caused it, found by trying
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from usagemeter import errors, ledger
 from usagemeter.db import Identity, acting_as, refusals, sql
@@ -78,6 +80,10 @@ class Pending(NamedTuple):
     def of(cls, event: UsageEvent) -> Pending:
         return cls(event_ids.new_event_id(), event)
 
+
+# write_fast's transaction, sent in its pipeline (on an autocommit connection) with the inserts.
+BEGIN = "begin"
+COMMIT = "commit"
 
 # Rows per INSERT in the fast path: small enough that building one overlaps the server inserting the last.
 PIPELINE_CHUNK = 100
@@ -237,23 +243,44 @@ def write_fast(
     so the server inserts one while the next is prepared. Raises, storing nothing, when anything
     is off (a refusal, a used id or key, an invalid event); callers then take the careful path,
     which sorts out retries, duplicates and refusals event by event.
+
+    `conn` is in autocommit mode (the pool's connections are): BEGIN and COMMIT are statements of
+    the pipeline, sent with the inserts, so the write is one round trip (`conn.transaction()` in a
+    pipeline took four: psycopg syncs after BEGIN, and before and after COMMIT). After a failure,
+    the transaction is rolled back here; a failed COMMIT (a deferred check) has ended it already.
     """
+    if not conn.autocommit:
+        raise ValueError("write_fast needs an autocommit connection (BEGIN and COMMIT are its own)")
     written: list[Pending] = []
-    with conn.pipeline(), conn.transaction():
-        clock: psycopg.Cursor[Any] | None = None
-        for identity, chunks in groups:
-            cursor = db_identity.become(conn, identity)
-            clock = clock or cursor
-            for chunk in chunks:
-                timed = _check_created_at(identity, chunk)
-                query = insert_sql.INSERT_EVENTS_FAST_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS_FAST
-                conn.execute(query, _columns(chunk))
-                written.extend(chunk)
+    try:
+        with conn.pipeline():
+            conn.execute(BEGIN)
+            clock: psycopg.Cursor[Any] | None = None
+            for identity, chunks in groups:
+                cursor = db_identity.become(conn, identity)
+                clock = clock or cursor
+                for chunk in chunks:
+                    timed = _check_created_at(identity, chunk)
+                    query = insert_sql.INSERT_EVENTS_FAST_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS_FAST
+                    conn.execute(query, _columns(chunk))
+                    written.extend(chunk)
+            conn.execute(COMMIT)
+    except BaseException:
+        _roll_back(conn)
+        raise
     assert clock is not None
     row = clock.fetchone()
     assert row is not None
     now: datetime = row[2]
     return [Recorded(p.id, p.event.created_at or now, duplicate=False) for p in written]
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End the failed transaction of write_fast, if it is still open, for the careful path to use the connection."""
+    if conn.closed or conn.info.transaction_status not in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        return
+    with contextlib.suppress(psycopg.Error):  # the connection broke: the failure being raised says more
+        conn.rollback()
 
 
 def _retry_or_refusal(failure: Exception, *, index: int) -> errors.UsagemeterError:
