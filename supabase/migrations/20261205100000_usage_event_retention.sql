@@ -140,19 +140,24 @@ set search_path = ''
 as $$
 declare
   partition_name text := usagemeter_private.usage_event_partition_name_v1(month_start);
+  ids uuid[];
+  released bigint;
 begin
   if not exists (select from usagemeter_private.usage_event_archives as a
                  where a.month_start = free_usage_event_month_keys_v1.month_start and a.detached_at is not null) then
     raise exception 'usagemeter: % is not detached by retention; its keys stay', partition_name
       using errcode = '55000';
   end if;
-  return query execute pg_catalog.format(
-    'with ids as (select e.id from usagemeter_private.%I as e'
-    ' where e.id > coalesce($1, ''00000000-0000-0000-0000-000000000000''::uuid) order by e.id limit $2),'
-    ' gone as (delete from usagemeter_private.usage_event_keys as k using ids where k.id = ids.id returning k.id)'
-    ' select (select count(*) from gone), (select ids.id from ids order by ids.id desc limit 1)',
+  execute pg_catalog.format(
+    'select array_agg(s.id order by s.id) from (select e.id from usagemeter_private.%I as e'
+    ' where e.id > coalesce($1, ''00000000-0000-0000-0000-000000000000''::uuid) order by e.id limit $2) as s',
     partition_name)
+  into ids
   using after_id, batch;
+  -- An array of ids: each is an index probe of the primary key (a join would scan the whole table).
+  delete from usagemeter_private.usage_event_keys as k where k.id = any (ids);
+  get diagnostics released = row_count;
+  return query select released, ids[pg_catalog.array_length(ids, 1)];
 end
 $$;
 comment on function usagemeter_private.free_usage_event_month_keys_v1(timestamptz, uuid, int) is
