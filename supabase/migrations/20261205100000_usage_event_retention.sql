@@ -133,10 +133,14 @@ revoke all on function usagemeter_private.detach_usage_event_month_v1(timestampt
 -- Releases the ids and keys of a detached month, up to `batch` of them after `after_id` (in id
 -- order), so that no transaction holds much: returns how many were released and the last id
 -- looked at (NULL when the month is done).
+-- Each id is an index probe of the key table's primary key: with tens of thousands of ids per
+-- batch the planner would rather scan the whole table, once per batch, hence the two settings.
 create function usagemeter_private.free_usage_event_month_keys_v1(month_start timestamptz, after_id uuid, batch int)
 returns table (freed bigint, last_id uuid)
 language plpgsql security definer
 set search_path = ''
+set enable_seqscan = off
+set enable_bitmapscan = off
 as $$
 declare
   partition_name text := usagemeter_private.usage_event_partition_name_v1(month_start);
@@ -154,7 +158,6 @@ begin
     partition_name)
   into ids
   using after_id, batch;
-  -- An array of ids: each is an index probe of the primary key (a join would scan the whole table).
   delete from usagemeter_private.usage_event_keys as k where k.id = any (ids);
   get diagnostics released = row_count;
   return query select released, ids[pg_catalog.array_length(ids, 1)];
