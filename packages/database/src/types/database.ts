@@ -607,6 +607,14 @@ export type Database = {
           window_start: string
         }[]
       }
+      usage_archived_months_v1: {
+        Args: never
+        Returns: {
+          archived: boolean
+          month_end: string
+          month_start: string
+        }[]
+      }
       void_usage_event_v1: {
         Args: { event_id: string; reason: string }
         Returns: string
