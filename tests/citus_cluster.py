@@ -53,6 +53,8 @@ def _citus_settings(build: Path) -> dict[str, str]:
         "extension_control_path": f"{build / 'share'}:$system",
         # Small test nodes: Citus's default pool per worker would hold many idle connections.
         "max_connections": "200",
+        # Citus runs a maintenance worker per database; tests make several databases.
+        "max_worker_processes": "32",
     }
 
 

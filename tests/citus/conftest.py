@@ -7,12 +7,16 @@ the clone) the tier is skipped, saying what is missing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests import citus_cluster
+from usagemeter import db
+from usagemeter.ops import distribute, migrate
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,3 +41,29 @@ def citus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[citus_cluster.Ci
 def coordinator_url(citus: citus_cluster.CitusCluster) -> str:
     """URL of the coordinator (database `postgres`, superuser), the workers registered."""
     return citus.url()
+
+
+@dataclass(frozen=True)
+class DistributedDatabase:
+    """A database on the cluster, migrated and distributed: `url` as the superuser, `app_url` as authenticator."""
+
+    url: str
+    app_url: str
+    distribute_seconds: float
+
+
+@pytest.fixture(scope="session")
+def distributed(citus: citus_cluster.CitusCluster) -> Iterator[DistributedDatabase]:
+    """One database for the tier, migrated and distributed once (shards cannot be cloned from a template):
+    tests isolate themselves with tenants and users of their own."""
+    name = "um_citus"
+    url = citus.create_database(name)
+    try:
+        started = time.monotonic()
+        with db.connect(url, autocommit=True) as conn:
+            migrate.migrate(conn)
+            citus.coordinator.enable_app_login(conn)
+            distribute.distribute(conn)
+        yield DistributedDatabase(url, citus.app_url(name), time.monotonic() - started)
+    finally:
+        citus.drop_database(name)

@@ -169,7 +169,7 @@ def _insert_missing(
     results.update(_resolve_by_key(conn, batch, list(leaders.values()), offset=offset, missing_ok=True))
     missing = [i for i in range(len(batch)) if i not in results and i not in repeats]
     if missing:
-        query = insert_sql.INSERT_EVENTS_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS
+        query = insert_sql.insert_events(timed=timed, fast=False, distributed=db_identity.is_distributed(conn))
         written = dict(conn.execute(query, _columns([batch[i] for i in missing])).fetchall())
         # An entry booked into another month is written again by the database, so RETURNING misses it.
         unreturned = [batch[i].id for i in missing if batch[i].id not in written]
@@ -246,7 +246,7 @@ def write_fast(
             clock = clock or cursor
             for chunk in chunks:
                 timed = _check_created_at(identity, chunk)
-                query = insert_sql.INSERT_EVENTS_FAST_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS_FAST
+                query = insert_sql.insert_events(timed=timed, fast=True, distributed=db_identity.is_distributed(conn))
                 conn.execute(query, _columns(chunk))
                 written.extend(chunk)
     assert clock is not None
