@@ -293,3 +293,8 @@ class DemoRefused(UsagemeterError):
 class RetentionError(UsagemeterError):
     """Retention stopped before dropping anything more: an archive that failed or does not match, a month
     that changed, rows left in the default partition. What was dropped before stays dropped; a rerun goes on."""
+
+
+class DistributeError(UsagemeterError):
+    """`usagemeter db distribute` refused: the database is not on a Citus coordinator with workers, is not
+    migrated, or is distributed already. Nothing was changed."""

@@ -21,7 +21,7 @@ from usagemeter.cli.common import (
     reported_errors,
     safe_url,
 )
-from usagemeter.ops import embedded, migrate, typegen
+from usagemeter.ops import distribute, embedded, migrate, typegen
 
 db_app = typer.Typer(help="Migrate, inspect, start and stop the database.", no_args_is_help=True)
 
@@ -52,6 +52,14 @@ def db_migrate(database_url: DatabaseUrlOption = None) -> None:
         applied = migrate.migrate(conn)
         out.print(f"Applied {len(applied)} migration(s)." if applied else "Database is up to date.")
         _print_status(conn, safe_url(url))
+
+
+@db_app.command("distribute")
+def db_distribute(database_url: DatabaseUrlOption = None) -> None:
+    """On a Citus coordinator, after `db migrate`: distribute the ledger by owner (docs/distributed.md)."""
+    with reported_errors(), database(database_url) as url, db.connect(url, autocommit=True) as conn:
+        distribute.distribute(conn)
+        out.print("Distributed: usage_events and its keys by owner_id; tenants, members, users, prices as reference.")
 
 
 @db_app.command("status")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,10 +92,29 @@ class Identity:
 STATEMENT_TIMEOUTS: dict[RequestRole, str | None] = {"anon": "3s", "authenticated": "8s", "service_role": None}
 
 
+# Per connection: whether claims go by SET LOCAL (a database distributed on Citus, docs/distributed.md).
+_distributed: weakref.WeakKeyDictionary[psycopg.Connection[Any], bool] = weakref.WeakKeyDictionary()
+
+
+def is_distributed(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the database is laid out on Citus by `db distribute` (claims by SET LOCAL, owner_id written).
+
+    Asked once per connection: the layout of a database does not change under an open connection.
+    """
+    known = _distributed.get(conn)
+    if known is None:
+        row = conn.execute(queries["claims_propagate"]).fetchone()
+        known = _distributed[conn] = bool(row and row[0])
+    return known
+
+
 def become(conn: psycopg.Connection[Any], identity: Identity) -> psycopg.Cursor[Any]:
     """Take on `identity` for the rest of the current transaction; the cursor's row holds the transaction's now()."""
+    propagated = is_distributed(conn)
+    if propagated:  # the login role names the claims function; a request role may not
+        conn.execute(queries["reset_request_role"])
     return conn.execute(
-        queries["become_request_identity"],
+        queries["become_request_identity_propagated" if propagated else "become_request_identity"],
         {
             "role": identity.role,
             "claims": json.dumps(dict(identity.claims), default=str),
@@ -123,4 +143,10 @@ def acting_as(conn: psycopg.Connection[Any], identity: Identity) -> Iterator[psy
         become(conn, identity)
         yield conn
         role, claims, timeout = previous
-        conn.execute(queries["restore_request_identity"], {"role": role, "claims": claims, "timeout": timeout})
+        if is_distributed(conn):
+            conn.execute(queries["reset_request_role"])
+            conn.execute(
+                queries["restore_request_identity_propagated"], {"role": role, "claims": claims, "timeout": timeout}
+            )
+        else:
+            conn.execute(queries["restore_request_identity"], {"role": role, "claims": claims, "timeout": timeout})

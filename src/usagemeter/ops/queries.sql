@@ -334,3 +334,31 @@ select freed, last_id from usagemeter_private.free_usage_event_month_keys_v1(%(m
 -- usage_event_month_keys_freed --
 -- Record that a detached month's ids and keys are all released.
 select usagemeter_private.usage_event_month_keys_freed_v1(%(month_start)s)
+
+-- citus_readiness --
+-- For `db distribute`: the Citus version installed in this database (NULL without the extension), the active
+-- primary workers, whether usage_events exists, and whether it is distributed already.
+select (select extversion from pg_catalog.pg_extension where extname = 'citus'),
+       (select count(*) from pg_catalog.pg_dist_node where groupid <> 0 and noderole = 'primary' and isactive),
+       to_regclass('public.usage_events') is not null,
+       exists (select from pg_catalog.pg_dist_partition where logicalrelid = to_regclass('public.usage_events'))
+
+-- citus_extension_available --
+-- Whether the Citus extension is installed in this database.
+select exists (select from pg_catalog.pg_extension where extname = 'citus')
+
+-- store_node_password --
+-- Citus's password for a role's connections to every node (nodeid 0); pg_dist_authinfo is readable by
+-- superusers only.
+insert into pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo)
+values (0, %(role)s, 'password=' || %(password)s)
+on conflict (nodeid, rolename) do update set authinfo = excluded.authinfo
+
+-- grant_insert_on_event_shards --
+-- After db distribute commits (the shards must be visible to the connections Citus opens): the coordinator
+-- checks the column-level INSERT grants on the statement as written, but the statement it sends to a shard names
+-- every column, defaults filled in; so on the shards of usage_events authenticated may insert every column.
+-- Returns the shards where the grant failed.
+select shardid, result
+  from run_command_on_shards('public.usage_events', 'grant insert on %s to authenticated')
+ where not success

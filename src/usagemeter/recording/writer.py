@@ -175,7 +175,7 @@ def _insert_missing(
     results.update(_resolve_by_key(conn, batch, list(leaders.values()), offset=offset, missing_ok=True))
     missing = [i for i in range(len(batch)) if i not in results and i not in repeats]
     if missing:
-        query = insert_sql.INSERT_EVENTS_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS
+        query = insert_sql.insert_events(timed=timed, fast=False, distributed=db_identity.is_distributed(conn))
         written = dict(conn.execute(query, _columns([batch[i] for i in missing])).fetchall())
         # An entry booked into another month is written again by the database, so RETURNING misses it.
         unreturned = [batch[i].id for i in missing if batch[i].id not in written]
@@ -252,6 +252,7 @@ def write_fast(
     if not conn.autocommit:
         raise ValueError("write_fast needs an autocommit connection (BEGIN and COMMIT are its own)")
     written: list[Pending] = []
+    distributed = db_identity.is_distributed(conn)  # asked once per connection, before the pipeline's one round trip
     try:
         with conn.pipeline():
             conn.execute(BEGIN)
@@ -261,7 +262,7 @@ def write_fast(
                 clock = clock or cursor
                 for chunk in chunks:
                     timed = _check_created_at(identity, chunk)
-                    query = insert_sql.INSERT_EVENTS_FAST_WITH_CREATED_AT if timed else insert_sql.INSERT_EVENTS_FAST
+                    query = insert_sql.insert_events(timed=timed, fast=True, distributed=distributed)
                     conn.execute(query, _columns(chunk))
                     written.extend(chunk)
             conn.execute(COMMIT)

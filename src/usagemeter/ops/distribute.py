@@ -1,0 +1,63 @@
+"""`usagemeter db distribute`: the migrated schema laid out on a Citus cluster (docs/distributed.md).
+
+Runs on the coordinator, as a superuser, after `db migrate`, in one transaction: distribute.sql
+adds the owner key, distributes usage_events and its key guard by it, makes tenants, members,
+users, prices, budgets and closed periods reference tables, and remakes the policies in a form
+Citus accepts. Then, what needs values of this installation: the request roles `anon`,
+`authenticated` and `service_role` get a login with a random password that only Citus knows
+(pg_dist_authinfo), since Citus opens the worker connections of a request as its role; and the
+database propagates `SET LOCAL` to the workers, which is how acting_as sends the request's claims.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+
+from usagemeter import errors
+from usagemeter.db import sql
+
+queries = sql.load_queries("usagemeter.ops")
+DISTRIBUTE_SQL = sql.read_sql_file("usagemeter.ops", "distribute.sql")
+REQUEST_ROLES = ("anon", "authenticated", "service_role")
+
+
+def check_ready(conn: psycopg.Connection[Any]) -> None:
+    """Refuse, changing nothing, unless this is a migrated, not yet distributed database on a Citus coordinator."""
+    if not conn.execute(queries["citus_extension_available"]).fetchone() == (True,):
+        raise errors.DistributeError("the citus extension is not installed in this database: `create extension citus`")
+    row = conn.execute(queries["citus_readiness"]).fetchone()
+    assert row is not None
+    _, workers, migrated, distributed = row
+    if not migrated:
+        raise errors.DistributeError("usage_events does not exist: run `usagemeter db migrate` first")
+    if distributed:
+        raise errors.DistributeError("usage_events is distributed already")
+    if workers == 0:
+        raise errors.DistributeError("the coordinator has no active worker: add them with citus_add_node(host, port)")
+
+
+def distribute(conn: psycopg.Connection[Any]) -> None:
+    """Lay the migrated schema out on the cluster (autocommit connection as a superuser on the coordinator)."""
+    check_ready(conn)
+    with conn.transaction():
+        conn.execute(DISTRIBUTE_SQL)
+        for role in REQUEST_ROLES:
+            password = secrets.token_urlsafe(24)
+            conn.execute(
+                pgsql.SQL("alter role {} with login password {}").format(
+                    pgsql.Identifier(role), pgsql.Literal(password)
+                )
+            )
+            conn.execute(queries["store_node_password"], {"role": role, "password": password})
+    failed = conn.execute(queries["grant_insert_on_event_shards"]).fetchall()
+    if failed:
+        raise errors.DistributeError(f"granting INSERT on the shards of usage_events failed: {failed}")
+    database = conn.execute("select current_database()").fetchone()
+    assert database is not None
+    conn.execute(
+        pgsql.SQL("alter database {} set citus.propagate_set_commands = 'local'").format(pgsql.Identifier(database[0]))
+    )
