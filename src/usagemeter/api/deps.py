@@ -88,7 +88,7 @@ class Coverage:
     def archived_headers(self, conn: psycopg.Connection[Any], identity: Identity) -> dict[str, str]:
         """`Usagemeter-Archived-Months` when part of the range has no raw events any more (retention)."""
         months = archives.archived_months(conn, identity, self.start, self.end)
-        return {archives.HEADER: archives.header_value(months)} if months else {}
+        return {archives.HEADER: archives.labels(months)} if months else {}
 
 
 async def get_coverage(

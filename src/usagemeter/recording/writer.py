@@ -143,14 +143,14 @@ def _insert(
     key repeated inside the batch is written once and the repeats resolved against it.
     """
     timed = _check_created_at(identity, batch, offset=offset)
-    for round_left in range(_CAREFUL_ROUNDS - 1, -1, -1):
+    for _ in range(_CAREFUL_ROUNDS - 1):
         try:
             with conn.transaction():
                 return _insert_missing(conn, batch, timed=timed, offset=offset)
         except psycopg.errors.UniqueViolation:
-            if not round_left:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    with conn.transaction():  # the last round: a unique_violation now is raised
+        return _insert_missing(conn, batch, timed=timed, offset=offset)
 
 
 def _insert_missing(

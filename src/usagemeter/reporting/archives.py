@@ -42,14 +42,11 @@ def archived_months(
     return [ArchivedMonth(row[0], row[1], row[2]) for row in rows]
 
 
+def labels(months: list[ArchivedMonth]) -> str:
+    """The months as people and the HTTP header read them: `2026-01, 2026-02`."""
+    return ", ".join(m.label for m in months)
+
+
 def note(months: list[ArchivedMonth], *, what: str) -> str | None:
     """A sentence for people about `what` (e.g. "these totals"), or None when no month is archived."""
-    if not months:
-        return None
-    labels = ", ".join(m.label for m in months)
-    return f"raw events of {labels} (UTC) were taken out by retention: {what}"
-
-
-def header_value(months: list[ArchivedMonth]) -> str:
-    """The months as an HTTP header value: `2026-01, 2026-02`."""
-    return ", ".join(m.label for m in months)
+    return f"raw events of {labels(months)} (UTC) were taken out by retention: {what}" if months else None

@@ -184,14 +184,16 @@ def bucket_count(query: SummaryQuery) -> int:
 
 def _refuse_raw_reads_of_archived_months(conn: psycopg.Connection[Any], identity: Identity, plan: SourcePlan) -> None:
     """A summary that needs raw events of a month retention took out would miss them: say so instead."""
-    for start, end in plan.raw_ranges:
-        months = archives.archived_months(conn, identity, start, end)
-        if months:
-            labels = ", ".join(m.label for m in months)
-            raise ReportError(
-                f"range: the raw events of {labels} (UTC) were taken out by retention; summaries of those months"
-                " come from the rollups, which need whole hours and no metadata filter"
-            )
+    ranges = plan.raw_ranges
+    if not ranges:
+        return
+    months = archives.archived_months(conn, identity, min(s for s, _ in ranges), max(e for _, e in ranges))
+    missing = [m for m in months if any(m.start < end and m.end > start for start, end in ranges)]
+    if missing:
+        raise ReportError(
+            f"range: the raw events of {archives.labels(missing)} (UTC) were taken out by retention; summaries of"
+            " those months come from the rollups, which need whole hours and no metadata filter"
+        )
 
 
 def summary_statement(query: SummaryQuery, *, max_rows: int = MAX_ROWS) -> tuple[sql.Composed, dict[str, Any]]:
