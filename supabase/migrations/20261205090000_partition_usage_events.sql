@@ -552,19 +552,21 @@ comment on function usagemeter_private.default_usage_event_months_v1() is
   'The UTC months the default partition of usage_events holds rows of, with their counts (a scan of the default partition).';
 revoke all on function usagemeter_private.default_usage_event_months_v1() from public;
 
-create function usagemeter_private.begin_usage_event_month_move_v1(month_start timestamptz) returns bigint
+create function usagemeter_private.begin_usage_event_month_move_v1(month_start timestamptz)
+returns table (partition_name text, blocks bigint)
 language plpgsql security definer
 set search_path = ''
 as $$
 begin
   lock table usagemeter_private.usage_events_default in share row exclusive mode;
-  perform usagemeter_private.create_usage_event_month_table_v1(month_start);
-  return pg_catalog.pg_relation_size('usagemeter_private.usage_events_default')
-         / pg_catalog.current_setting('block_size')::bigint;
+  return query
+    select usagemeter_private.create_usage_event_month_table_v1(month_start),
+           pg_catalog.pg_relation_size('usagemeter_private.usage_events_default')
+           / pg_catalog.current_setting('block_size')::bigint;
 end
 $$;
 comment on function usagemeter_private.begin_usage_event_month_move_v1(timestamptz) is
-  'Starts moving a month out of the default partition: locks it against writes until the transaction ends, makes the month''s table; returns the default partition''s size in blocks.';
+  'Starts moving a month out of the default partition: locks it against writes until the transaction ends, makes the month''s table; returns its name and the default partition''s size in blocks.';
 revoke all on function usagemeter_private.begin_usage_event_month_move_v1(timestamptz) from public;
 
 create function usagemeter_private.copy_usage_event_month_rows_v1(month_start timestamptz, first_block bigint, last_block bigint)

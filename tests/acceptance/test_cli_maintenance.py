@@ -10,7 +10,7 @@ import psycopg
 
 from tests import factories
 from tests.acceptance.test_cli_database import usagemeter
-from usagemeter.ops import partitions
+from tests.integration.test_partitions import partition_name
 
 
 def months_ago(count: int) -> datetime:
@@ -37,21 +37,21 @@ def test_maintain_moves_old_rows_out_then_retention_archives_and_drops_them(
     maintained = usagemeter("maintain", "--database-url", database_url)
     assert maintained.returncode == 0, maintained.stderr
     for count in (2, 3, 4):
-        assert f"moved 50 events into {partitions.partition_name(months_ago(count))}" in maintained.stdout
+        assert f"moved 50 events into {partition_name(months_ago(count))}" in maintained.stdout
     again = usagemeter("maintain", "--database-url", database_url)
     assert "partitions are up to date" in again.stdout
 
     dry = usagemeter("retention", "--keep-months", "2", "--archive", str(tmp_path), "--dry-run", "--database-url",
                      database_url)  # fmt: skip
     assert dry.returncode == 0, dry.stderr
-    assert f"would drop {partitions.partition_name(months_ago(4))} (50 rows)" in dry.stdout
+    assert f"would drop {partition_name(months_ago(4))} (50 rows)" in dry.stdout
     assert not list(tmp_path.iterdir())
 
     done = usagemeter("retention", "--keep-months", "2", "--archive", str(tmp_path), "--database-url", database_url)
     assert done.returncode == 0, done.stderr
-    archive = tmp_path / f"{partitions.partition_name(months_ago(4))}.parquet"
-    assert f"dropped {partitions.partition_name(months_ago(4))} (50 rows, archived to {archive})" in done.stdout
+    archive = tmp_path / f"{partition_name(months_ago(4))}.parquet"
+    assert f"dropped {partition_name(months_ago(4))} (50 rows, archived to {archive})" in done.stdout
     assert "archive verified" in done.stderr  # every step is logged
     assert archive.exists()
-    assert (tmp_path / f"{partitions.partition_name(months_ago(3))}.parquet").exists()
+    assert (tmp_path / f"{partition_name(months_ago(3))}.parquet").exists()
     assert factories.count_events(owner) == 50  # the current month and the two before it are kept

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import factories
+from tests.integration.test_partitions import partition_name
 from usagemeter import errors
 from usagemeter.db import Identity
 from usagemeter.ops import partitions, retention
@@ -80,7 +81,7 @@ def ledger(owner: psycopg.Connection[Any]) -> Ledger:
 
 
 def due_partitions() -> set[str]:
-    return {partitions.partition_name(month(k)) for k in (-5, -4, -3, -2)}
+    return {partition_name(month(k)) for k in (-5, -4, -3, -2)}
 
 
 def attached(conn: psycopg.Connection[Any]) -> set[str]:
@@ -116,10 +117,10 @@ def test_months_past_the_limit_are_archived_checked_and_dropped(ledger: Ledger, 
     assert first.totals is not None
     assert first.totals.events == 600
     assert first.totals.tokens_input == sum(range(1, 601))
-    assert first.archive == tmp_path / f"{partitions.partition_name(month(-5))}.parquet"
+    assert first.archive == tmp_path / f"{partition_name(month(-5))}.parquet"
     assert_finished(ledger, tmp_path)
     # Every column is archived, the idempotency key too.
-    columns = pq.read_schema(tmp_path / f"{partitions.partition_name(month(-5))}.parquet").names
+    columns = pq.read_schema(tmp_path / f"{partition_name(month(-5))}.parquet").names
     assert {"idempotency_key", "metadata", "cost", "recorded_at"} <= set(columns)
     # A rebuild of the rollups keeps the months it has no raw events for.
     rollup_check.rebuild(ledger.conn)
@@ -213,7 +214,7 @@ def test_a_month_written_to_after_its_check_is_not_detached(ledger: Ledger, tmp_
         RowArrivesBeforeDetach(ledger.conn, keep_months=KEEP, archive_dir=tmp_path).run()
     assert due_partitions() <= attached(ledger.conn)
     retention.Retention(ledger.conn, keep_months=KEEP, archive_dir=tmp_path).run()
-    late = pq.read_table(tmp_path / f"{partitions.partition_name(month(-5))}.parquet").to_pylist()
+    late = pq.read_table(tmp_path / f"{partition_name(month(-5))}.parquet").to_pylist()
     assert [r["tokens_input"] for r in late if r["action"] == "late:row:here"] == [5]
 
 

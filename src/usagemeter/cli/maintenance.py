@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
@@ -15,6 +17,15 @@ from usagemeter import db
 from usagemeter.cli.common import DatabaseUrlOption, database, err, fail, out, reported_errors
 from usagemeter.ops import partitions
 from usagemeter.ops import retention as retention_ops
+
+
+@contextmanager
+def _partitioned_database(database_url: str | None) -> Iterator[psycopg.Connection[Any]]:
+    """The owner's autocommit connection to a database whose usage_events is partitioned (else exit 1)."""
+    with database(database_url) as url, db.connect(url, autocommit=True) as conn:
+        if not partitions.supported(conn):
+            fail("this database has no partitioned usage_events yet: run `usagemeter db migrate` first")
+        yield conn
 
 
 def maintain(
@@ -29,19 +40,16 @@ def maintain(
     monthly partitions, a month per transaction, with a progress bar: writes dated in those months
     wait while their month moves; reads go on.
     """
-    with reported_errors(), database(database_url) as url, db.connect(url, autocommit=True) as conn:
-        if not partitions.supported(conn):
-            fail("this database has no partitioned usage_events yet: run `usagemeter db migrate` first")
+    with reported_errors(), _partitioned_database(database_url) as conn:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
         ) as bar:
-            tasks: dict[datetime, TaskID] = {}
+            tasks: dict[str, TaskID] = {}
 
-            def advance(month_start: datetime, copied: int, events: int) -> None:
-                if month_start not in tasks:
-                    name = partitions.partition_name(month_start)
-                    tasks[month_start] = bar.add_task(f"moving {name}", total=events)
-                bar.update(tasks[month_start], completed=copied)
+            def advance(partition: str, copied: int, events: int) -> None:
+                if partition not in tasks:
+                    tasks[partition] = bar.add_task(f"moving {partition}", total=events)
+                bar.update(tasks[partition], completed=copied)
 
             moved = partitions.move_out_of_default(conn, progress=advance)
         for month in moved:
@@ -71,9 +79,7 @@ def retention(
     finishes the job. Every step is logged to stderr.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    with reported_errors(), database(database_url) as url, db.connect(url, autocommit=True) as conn:
-        if not partitions.supported(conn):
-            fail("this database has no partitioned usage_events yet: run `usagemeter db migrate` first")
+    with reported_errors(), _partitioned_database(database_url) as conn:
         run = retention_ops.Retention(conn, keep_months=keep_months, archive_dir=archive)
         outcomes = run.run(dry_run=dry_run)
         for outcome in outcomes:

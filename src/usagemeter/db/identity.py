@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, NewType
+from typing import Any, Literal, LiteralString, NewType
 
 import psycopg
 from psycopg import pq
@@ -108,13 +108,22 @@ def is_distributed(conn: psycopg.Connection[Any]) -> bool:
     return known
 
 
+def _set_identity(
+    conn: psycopg.Connection[Any], query: LiteralString, propagated: LiteralString, params: dict[str, Any]
+) -> psycopg.Cursor[Any]:
+    """Run `query`, or on a Citus coordinator its `propagated` form (claims by SET LOCAL, docs/distributed.md)."""
+    if not is_distributed(conn):
+        return conn.execute(query, params)
+    conn.execute(queries["reset_request_role"])  # the login role names the claims function; a request role may not
+    return conn.execute(propagated, params)
+
+
 def become(conn: psycopg.Connection[Any], identity: Identity) -> psycopg.Cursor[Any]:
     """Take on `identity` for the rest of the current transaction; the cursor's row holds the transaction's now()."""
-    propagated = is_distributed(conn)
-    if propagated:  # the login role names the claims function; a request role may not
-        conn.execute(queries["reset_request_role"])
-    return conn.execute(
-        queries["become_request_identity_propagated" if propagated else "become_request_identity"],
+    return _set_identity(
+        conn,
+        queries["become_request_identity"],
+        queries["become_request_identity_propagated"],
         {
             "role": identity.role,
             "claims": json.dumps(dict(identity.claims), default=str),
@@ -143,10 +152,7 @@ def acting_as(conn: psycopg.Connection[Any], identity: Identity) -> Iterator[psy
         become(conn, identity)
         yield conn
         role, claims, timeout = previous
-        if is_distributed(conn):
-            conn.execute(queries["reset_request_role"])
-            conn.execute(
-                queries["restore_request_identity_propagated"], {"role": role, "claims": claims, "timeout": timeout}
-            )
-        else:
-            conn.execute(queries["restore_request_identity"], {"role": role, "claims": claims, "timeout": timeout})
+        restored = {"role": role, "claims": claims, "timeout": timeout}
+        _set_identity(
+            conn, queries["restore_request_identity"], queries["restore_request_identity_propagated"], restored
+        )

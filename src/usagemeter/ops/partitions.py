@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -33,8 +33,8 @@ class MovedMonth:
     events: int
 
 
-# Called as a month's copy advances: (month_start, events copied so far, events of the month).
-MoveProgress = Callable[[datetime, int, int], None]
+# Called as a month's copy advances: (its partition, events copied so far, events of the month).
+MoveProgress = Callable[[str, int, int], None]
 
 
 def supported(conn: psycopg.Connection[Any]) -> bool:
@@ -76,7 +76,7 @@ def _move_month(
     with conn.transaction():
         row = conn.execute(queries["begin_usage_event_month_move"], {"month_start": month_start}).fetchone()
         assert row is not None
-        blocks = int(row[0])
+        name, blocks = str(row[0]), int(row[1])
         copied = 0
         for first_block in range(0, blocks, COPY_BLOCKS):
             step = {"month_start": month_start, "first_block": first_block, "last_block": first_block + COPY_BLOCKS}
@@ -84,14 +84,9 @@ def _move_month(
             assert row is not None
             copied += int(row[0])
             if progress is not None:
-                progress(month_start, copied, events)
+                progress(name, copied, events)
         row = conn.execute(
             queries["finish_usage_event_month_move"], {"month_start": month_start, "copied": copied}
         ).fetchone()
         assert row is not None
-    return MovedMonth(month_start, partition_name(month_start), int(row[0]))
-
-
-def partition_name(month_start: datetime) -> str:
-    """The partition of the UTC month starting at `month_start` (as usage_event_partition_name_v1 names it)."""
-    return f"usage_events_{month_start.astimezone(UTC):%Y_%m}"
+    return MovedMonth(month_start, name, int(row[0]))

@@ -291,8 +291,9 @@ select to_regprocedure('usagemeter_private.create_usage_event_partitions_v1(inte
 select month_start, events from usagemeter_private.default_usage_event_months_v1()
 
 -- begin_usage_event_month_move --
--- Lock the default partition against writes until commit and make the month's table; its size in blocks.
-select usagemeter_private.begin_usage_event_month_move_v1(%(month_start)s)
+-- Lock the default partition against writes until commit and make the month's table; its name, and the
+-- default partition's size in blocks.
+select partition_name, blocks from usagemeter_private.begin_usage_event_month_move_v1(%(month_start)s)
 
 -- copy_usage_event_month_rows --
 -- Copy the month's rows from blocks [first_block, last_block) of the default partition; how many.
