@@ -129,11 +129,17 @@ def test_an_insert_of_the_seed_columns_alone_is_refused_saying_what_is_missing(
     with db.connect(distributed.url, autocommit=True) as owner:
         people = _arranged(owner)
     with db.connect(distributed.app_url, autocommit=True) as conn:
-        with pytest.raises(psycopg.Error, match="partition column"), acting_as(conn, Identity.user(people["alice"])):
+        with (
+            pytest.raises(psycopg.errors.NotNullViolation, match="owner_id is required") as refused,
+            acting_as(conn, Identity.user(people["alice"])),
+        ):
             conn.execute(
                 "insert into public.usage_events (tenant_id, user_id, action) values (%s, %s, 'agency:scope:generate')",
                 (people["mine"], people["alice"]),
             )
+        assert refused.value.diag.message_hint is not None
+        assert "coalesce(tenant_id, user_id)" in refused.value.diag.message_hint
+        assert refused.value.diag.column_name == "owner_id"
         with (
             pytest.raises(psycopg.errors.CheckViolation, match="usage_events_owner_id_matches"),
             acting_as(conn, Identity.user(people["alice"])),

@@ -23,6 +23,7 @@ import psycopg
 
 from usagemeter import errors
 from usagemeter.db import Identity, acting_as, sql
+from usagemeter.db.identity import is_distributed
 from usagemeter.recording import event
 
 queries = sql.load_queries("usagemeter.billing", "corrections.sql")
@@ -120,7 +121,8 @@ def void(
     ----------
     conn:
         Any connection that can take on `identity` (the app login or the owner); the call runs in
-        its own transaction, or in a savepoint of the caller's.
+        its own transaction, or in a savepoint of the caller's. On a distributed database (Citus) the
+        entry is read back in a second transaction, so the caller's must not be open.
     event_id:
         The event to void (not a correction entry).
     reason:
@@ -218,7 +220,13 @@ def _correct(
         with acting_as(conn, identity):
             row = conn.execute(statement, params).fetchone()
             assert row is not None
-            entry = conn.execute(queries["correction_entry"], {"entry_id": row[0]}).fetchone()
+            if not is_distributed(conn):
+                entry = conn.execute(queries["correction_entry"], {"entry_id": row[0]}).fetchone()
+        if is_distributed(conn):
+            # On Citus the function wrote the shard as its owner; the caller's role cannot read that shard
+            # again in the same transaction (Citus: "modified in this transaction by a different user").
+            with acting_as(conn, identity):
+                entry = conn.execute(queries["correction_entry"], {"entry_id": row[0]}).fetchone()
     except psycopg.Error as failure:
         _refused(failure, identity=identity, event_id=event_id)
     assert entry is not None, "the entry the function returned is not readable by the role that wrote it"

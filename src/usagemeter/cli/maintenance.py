@@ -41,6 +41,9 @@ def maintain(
     wait while their month moves; reads go on.
     """
     with reported_errors(), _partitioned_database(database_url) as conn:
+        created = partitions.create_ahead(conn, months_ahead=months_ahead)
+        for name in created:
+            out.print(f"created partition {name}", highlight=False)
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
         ) as bar:
@@ -54,9 +57,6 @@ def maintain(
             moved = partitions.move_out_of_default(conn, progress=advance)
         for month in moved:
             out.print(f"moved {month.events:,} events into {month.partition}", highlight=False)
-        created = partitions.create_ahead(conn, months_ahead=months_ahead)
-        for name in created:
-            out.print(f"created partition {name}", highlight=False)
         if not moved and not created:
             out.print("partitions are up to date", highlight=False)
 

@@ -22,6 +22,7 @@ from usagemeter.db import sql
 
 queries = sql.load_queries("usagemeter.ops")
 DISTRIBUTE_SQL = sql.read_sql_file("usagemeter.ops", "distribute.sql")
+FUNCTIONS_SQL = sql.read_sql_file("usagemeter.ops", "distribute_functions.sql")
 REQUEST_ROLES = ("anon", "authenticated", "service_role")
 
 
@@ -45,6 +46,7 @@ def distribute(conn: psycopg.Connection[Any]) -> None:
     check_ready(conn)
     with conn.transaction():
         conn.execute(DISTRIBUTE_SQL)
+        conn.execute(FUNCTIONS_SQL)
         for role in REQUEST_ROLES:
             password = secrets.token_urlsafe(24)
             conn.execute(

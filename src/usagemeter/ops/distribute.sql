@@ -26,6 +26,24 @@ $$;
 alter table public.usage_events add column owner_id uuid;
 update public.usage_events set owner_id = coalesce(tenant_id, user_id);
 alter table public.usage_events alter column owner_id set not null;
+-- An INSERT that does not name owner_id (a Supabase client sending the seed's columns) gets this default,
+-- which the coordinator evaluates before routing: the statement is refused saying what to send, where
+-- Citus would say "cannot perform an INSERT without a partition column value". (A default cannot read
+-- the row's other columns, and no trigger runs before routing, so the key cannot be filled in.)
+create function usagemeter_private.owner_id_required_v1() returns uuid
+language plpgsql volatile set search_path = '' as $fn$
+begin
+  raise exception 'usagemeter: usage_events.owner_id is required on a distributed ledger'
+    using errcode = '23502', column = 'owner_id', table = 'usage_events',
+          detail = 'The ledger is distributed by owner_id, which the coordinator must see in the INSERT itself.',
+          hint = 'Send owner_id = coalesce(tenant_id, user_id): the tenant''s id, or the user''s on a Personal event.';
+end
+$fn$;
+comment on function usagemeter_private.owner_id_required_v1() is
+  'Default of usage_events.owner_id on a distributed ledger: refuses an INSERT that does not name the owner key, saying what to send.';
+revoke all on function usagemeter_private.owner_id_required_v1() from public;
+grant execute on function usagemeter_private.owner_id_required_v1() to anon, authenticated, service_role;
+alter table public.usage_events alter column owner_id set default usagemeter_private.owner_id_required_v1();
 alter table public.usage_events add constraint usage_events_owner_id_matches
   check (owner_id = coalesce(tenant_id, user_id));
 comment on column public.usage_events.owner_id is
@@ -200,3 +218,40 @@ revoke all on function usagemeter_private.set_request_claims_v1(text) from publi
 grant execute on function usagemeter_private.set_request_claims_v1(text) to authenticator;
 -- The app login names the function (before it switches role); no request role may use the schema.
 grant usage on schema usagemeter_private to authenticator;
+
+-- PostgREST's pre-request hook (db-pre-request = 'usagemeter_request.propagate_claims_v1'): PostgREST sets
+-- the claims with set_config(..., true), which Citus does not send to the workers; this sets the same
+-- value again with SET LOCAL, which it does. It changes nothing else: a caller can only re-set the
+-- claims it already has. Its own schema, so the request roles that call it see nothing of usagemeter_private.
+create schema usagemeter_request;
+comment on schema usagemeter_request is
+  'Functions PostgREST calls per request on a distributed usagemeter (not exposed as an API schema).';
+revoke all on schema usagemeter_request from public;
+grant usage on schema usagemeter_request to anon, authenticated, service_role, authenticator;
+create function usagemeter_request.propagate_claims_v1() returns void
+language plpgsql set search_path = '' as $fn$
+begin
+  execute pg_catalog.format('set local request.jwt.claims = %L',
+                            coalesce(pg_catalog.current_setting('request.jwt.claims', true), ''));
+end
+$fn$;
+comment on function usagemeter_request.propagate_claims_v1() is
+  'PostgREST db-pre-request on a Citus coordinator: re-sets request.jwt.claims with SET LOCAL so the workers see the request''s claims.';
+revoke all on function usagemeter_request.propagate_claims_v1() from public;
+grant execute on function usagemeter_request.propagate_claims_v1() to anon, authenticated, service_role, authenticator;
+-- PostgREST reads its settings from the authenticator's role settings in this database (db-config):
+-- the hook is set there unless the installation has a pre-request of its own, which must then call
+-- this one (docs/distributed.md).
+do $$
+begin
+  if not exists (
+    select from pg_catalog.pg_db_role_setting as s
+    where s.setrole = 'authenticator'::regrole
+      and s.setdatabase in (0, (select oid from pg_catalog.pg_database where datname = current_database()))
+      and exists (select from unnest(s.setconfig) as c where c like 'pgrst.db_pre_request=%')
+  ) then
+    execute pg_catalog.format('alter role authenticator in database %I set pgrst.db_pre_request = %L',
+                              current_database(), 'usagemeter_request.propagate_claims_v1');
+  end if;
+end
+$$;

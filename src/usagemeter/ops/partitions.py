@@ -15,7 +15,9 @@ from typing import Any
 
 import psycopg
 
+from usagemeter import errors
 from usagemeter.db import sql
+from usagemeter.db.identity import is_distributed
 
 queries = sql.load_queries("usagemeter.ops")
 
@@ -62,8 +64,14 @@ def move_out_of_default(conn: psycopg.Connection[Any], *, progress: MoveProgress
     so writes dated in months without a partition wait while a month moves. Ids and every column
     are kept; rollups, budgets and keys are untouched (the same events, in another table).
     """
+    months = default_months(conn)
+    if months and is_distributed(conn):
+        raise errors.DistributeError(
+            f"the default partition holds events of {len(months)} month(s), which usagemeter cannot move yet on a"
+            " distributed ledger (docs/distributed.md): they stay readable where they are"
+        )
     moved: list[MovedMonth] = []
-    for month_start, events in default_months(conn):
+    for month_start, events in months:
         moved.append(_move_month(conn, month_start, events, progress))
     if moved and conn.autocommit:  # VACUUM cannot run in a transaction; autovacuum gets to it otherwise
         conn.execute(queries["vacuum_default_usage_event_partition"])

@@ -1,0 +1,155 @@
+-- usagemeter db distribute, part two: the ledger's functions that must work differently on the cluster (run
+-- after distribute.sql, in its transaction). Same rules, results and errors as the single-node functions
+-- (migration 20261205090000).
+
+-- Corrections: what changes is how they find and write an event:
+-- - An event is looked up by id over every shard first (ids are unique per owner on the cluster), then
+--   locked on its owner's shard (Citus runs FOR UPDATE only in a query routed to one shard). Two owners
+--   holding the same id (a deliberate reuse: ids are random UUIDs) is refused as ambiguous.
+-- - The entry names owner_id, which the coordinator routes it by.
+-- - The mark that lets the rate trigger accept a correction entry is set with SET LOCAL, which Citus
+--   propagates to the worker where the trigger runs (set_config is not propagated).
+
+create or replace function usagemeter_private.corrected_event_v1(event_id uuid)
+returns table (original public.usage_events, events bigint, tokens_input bigint, tokens_output bigint, cost numeric)
+language plpgsql
+set search_path = ''
+as $$
+declare
+  owners uuid[];
+  found_event public.usage_events;
+begin
+  select array_agg(distinct e.owner_id) into owners from public.usage_events as e where e.id = event_id;
+  if cardinality(owners) > 1 then
+    raise exception 'usagemeter: event id % is held by % owners on this distributed ledger', event_id,
+      cardinality(owners)
+      using errcode = '21000', hint = 'Ids are unique per owner here: correct the event through SQL naming its owner_id.';
+  end if;
+  select e.* into found_event from public.usage_events as e
+  where e.owner_id = owners[1] and e.id = event_id for update;
+  if not found then
+    raise exception 'usagemeter: no usage event has id %', event_id
+      using errcode = 'P0002', hint = 'Give the id of an event (usagemeter list shows them).';
+  end if;
+  if found_event.correction_kind is not null then
+    raise exception 'usagemeter: % is a correction entry of event %; correct the event itself', event_id,
+      found_event.corrects_event_id
+      using errcode = '22023';
+  end if;
+  return query
+    select found_event, sum(e.event_count)::bigint, sum(e.tokens_input)::bigint, sum(e.tokens_output)::bigint,
+           sum(e.cost)
+    from public.usage_events as e
+    where e.owner_id = found_event.owner_id and (e.id = event_id or e.corrects_event_id = event_id);
+end
+$$;
+
+-- The mark the rate trigger checks, for the rest of the transaction, on the coordinator and the workers.
+create function usagemeter_private.mark_correcting_event_v1(event_id uuid) returns void
+language plpgsql set search_path = '' as $fn$
+begin
+  execute pg_catalog.format('set local usagemeter.correcting_event = %L', coalesce(event_id::text, ''));
+end
+$fn$;
+comment on function usagemeter_private.mark_correcting_event_v1(uuid) is
+  'On a Citus coordinator: marks (or, given NULL, unmarks) the event a correction function is writing an entry for, by SET LOCAL so the shard''s rate trigger sees it.';
+revoke all on function usagemeter_private.mark_correcting_event_v1(uuid) from public;
+
+create or replace function public.void_usage_event_v1(event_id uuid, reason text) returns uuid
+language plpgsql security definer
+set search_path = ''
+as $$
+declare
+  current record;
+  entry_id uuid := gen_random_uuid();
+begin
+  if reason is null or btrim(reason) = '' then
+    raise exception 'usagemeter: a void needs a reason' using errcode = '22023';
+  end if;
+  select * into current from usagemeter_private.corrected_event_v1(event_id);
+  if current.events = 0 then
+    raise exception 'usagemeter: event % is already void', event_id using errcode = '22023';
+  end if;
+  perform usagemeter_private.mark_correcting_event_v1(event_id);
+  insert into public.usage_events
+    (id, owner_id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, created_at, cost,
+     corrects_event_id, correction_kind, correction_reason)
+  values (entry_id, (current.original).owner_id, (current.original).tenant_id, (current.original).user_id,
+          (current.original).action, (current.original).module_id, -current.tokens_input, -current.tokens_output,
+          jsonb_strip_nulls(jsonb_build_object('model', (current.original).model)),
+          (current.original).created_at, -current.cost, event_id, 'void', reason);
+  perform usagemeter_private.mark_correcting_event_v1(null);
+  return entry_id;
+end
+$$;
+
+create or replace function public.amend_usage_event_v1(event_id uuid, tokens_input int, tokens_output int, reason text)
+returns uuid
+language plpgsql security definer
+set search_path = ''
+as $$
+declare
+  current record;
+  new_cost numeric;
+  entry_id uuid := gen_random_uuid();
+begin
+  if tokens_input is null or tokens_output is null or tokens_input < 0 or tokens_output < 0 then
+    raise exception 'usagemeter: amended token counts must be whole numbers >= 0 (got input %, output %)',
+      tokens_input, tokens_output
+      using errcode = '22023';
+  end if;
+  if reason is null or btrim(reason) = '' then
+    raise exception 'usagemeter: an amendment needs a reason' using errcode = '22023';
+  end if;
+  select * into current from usagemeter_private.corrected_event_v1(event_id);
+  if current.events = 0 then
+    raise exception 'usagemeter: event % is void; it cannot be amended', event_id using errcode = '22023';
+  end if;
+  perform usagemeter_private.mark_correcting_event_v1(event_id);
+  new_cost := usagemeter_private.event_cost_v1(
+    (current.original).tenant_id, (current.original).model, (current.original).action,
+    (current.original).created_at, tokens_input, tokens_output, (current.original).metadata);
+  insert into public.usage_events
+    (id, owner_id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, created_at, cost,
+     corrects_event_id, correction_kind, correction_reason)
+  values (entry_id, (current.original).owner_id, (current.original).tenant_id, (current.original).user_id,
+          (current.original).action, (current.original).module_id, tokens_input - current.tokens_input,
+          tokens_output - current.tokens_output, jsonb_strip_nulls(jsonb_build_object('model', (current.original).model)),
+          (current.original).created_at, new_cost - current.cost, event_id, 'amend', reason);
+  perform usagemeter_private.mark_correcting_event_v1(null);
+  return entry_id;
+end
+$$;
+
+-- Partitions ahead (db migrate, usagemeter maintain, pg_cron): attaching a month's table to the distributed
+-- ledger distributes it, co-located, which Citus does over one connection per node when the ledger has
+-- foreign keys to reference tables (sequential mode); the default partition's check names a column
+-- (Citus cannot plan an EXISTS over a distributed table with an empty target list).
+create or replace function usagemeter_private.create_usage_event_partitions_v1(months_ahead int default 3)
+returns setof text
+language plpgsql security definer
+set search_path = ''
+set citus.multi_shard_modify_mode = 'sequential'
+as $$
+declare
+  first_month timestamptz := pg_catalog.date_trunc('month', pg_catalog.now(), 'UTC');
+  month_start timestamptz;
+begin
+  if months_ahead is null or months_ahead < 0 or months_ahead > 120 then
+    raise exception 'usagemeter: months_ahead must be between 0 and 120 (got %)', months_ahead using errcode = '22023';
+  end if;
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('usagemeter.usage_event_partitions'));
+  for month_start in
+    select m from pg_catalog.generate_series(first_month, first_month + pg_catalog.make_interval(months => months_ahead),
+                                             interval '1 month') as m
+  loop
+    continue when pg_catalog.to_regclass(
+      'usagemeter_private.' || usagemeter_private.usage_event_partition_name_v1(month_start)) is not null;
+    continue when exists (
+      select 1 from usagemeter_private.usage_events_default as d
+      where d.created_at >= month_start and d.created_at < month_start + interval '1 month');
+    perform usagemeter_private.create_usage_event_month_table_v1(month_start);
+    return next usagemeter_private.attach_usage_event_month_table_v1(month_start);
+  end loop;
+end
+$$;
