@@ -19,6 +19,8 @@ from usagemeter import Recorder, db, errors
 from usagemeter.billing import corrections
 from usagemeter.db import Identity
 from usagemeter.ops import partitions, retention
+from usagemeter.recording import writer
+from usagemeter.recording.event import UsageEvent
 from usagemeter.reporting import exporting, listing
 
 ACTION = "agency:scope:generate"
@@ -278,3 +280,25 @@ def test_the_http_api_writes_reads_and_voids_on_the_cluster(distributed: Distrib
     assert [json.loads(line)["tokens_input"] for line in exported.text.splitlines()] == [4]
     assert voided.status_code == 200, voided.text
     assert refused.status_code == 403
+
+
+def test_a_members_mixed_batch_is_written_in_one_round_trip(distributed: DistributedDatabase) -> None:
+    """Citus would send an INSERT ... SELECT's rows to the shards by COPY, refused under RLS; a VALUES list is not."""
+    with db.connect(distributed.url, autocommit=True) as owner:
+        tenant, alice = _member(owner)
+    events = [
+        UsageEvent(user_id=alice, tenant_id=tenant if n % 3 else None, action=ACTION, tokens_input=n)
+        for n in range(150)  # more than one chunk of the pipeline
+    ]
+    chunks = [[writer.Pending.of(e) for e in events[:100]], [writer.Pending.of(e) for e in events[100:]]]
+    with db.connect(distributed.app_url, autocommit=True) as conn:
+        written = writer.write_fast(conn, [(Identity.user(alice), chunks)])
+    with db.connect(distributed.url, autocommit=True) as owner:
+        stored = owner.execute(
+            "select owner_id, count(*), sum(tokens_input) from public.usage_events where user_id = %s group by 1",
+            (alice,),
+        ).fetchall()
+    assert len(written) == 150
+    assert sorted(stored) == sorted(
+        [(tenant, 100, sum(n for n in range(150) if n % 3)), (alice, 50, sum(range(0, 150, 3)))]
+    )

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, LiteralString, NamedTuple
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -101,6 +101,34 @@ def _columns(batch: Sequence[Pending]) -> dict[str, list[Any]]:
     return arrays
 
 
+def _row_parameters(batch: Sequence[Pending], *, timed: bool) -> list[Any]:
+    """The batch row after row, then each row's owner_id: the parameters of insert_sql.insert_event_rows."""
+    columns = ledger.WRITTEN_WITH_CREATED_AT if timed else ledger.WRITTEN
+    values: list[Any] = []
+    for pending in batch:
+        event = pending.event
+        for column in columns:
+            if column.name == "id":
+                values.append(pending.id)
+            elif column.name == "metadata":
+                values.append(metadata_json(event.metadata))
+            else:
+                values.append(getattr(event, column.name))
+        values.append(event.tenant_id or event.user_id)
+    return values
+
+
+def _insert_statement(
+    batch: Sequence[Pending], *, timed: bool, fast: bool, distributed: bool
+) -> tuple[LiteralString, Any]:
+    """The INSERT of a chunk and its parameters: arrays on one node, a VALUES list on a Citus cluster."""
+    if distributed:
+        return insert_sql.insert_event_rows(timed=timed, fast=fast, rows=len(batch)), _row_parameters(
+            batch, timed=timed
+        )
+    return insert_sql.insert_events(timed=timed, fast=fast), _columns(batch)
+
+
 def _same_payload(event: UsageEvent, stored: tuple[Any, ...]) -> bool:
     """Whether a stored event is this one again; metadata was compared by the database, as jsonb."""
     *columns, same_metadata = stored
@@ -175,8 +203,10 @@ def _insert_missing(
     results.update(_resolve_by_key(conn, batch, list(leaders.values()), offset=offset, missing_ok=True))
     missing = [i for i in range(len(batch)) if i not in results and i not in repeats]
     if missing:
-        query = insert_sql.insert_events(timed=timed, fast=False, distributed=db_identity.is_distributed(conn))
-        written = dict(conn.execute(query, _columns([batch[i] for i in missing])).fetchall())
+        query, params = _insert_statement(
+            [batch[i] for i in missing], timed=timed, fast=False, distributed=db_identity.is_distributed(conn)
+        )
+        written = dict(conn.execute(query, params).fetchall())
         # An entry booked into another month is written again by the database, so RETURNING misses it.
         unreturned = [batch[i].id for i in missing if batch[i].id not in written]
         if unreturned:
@@ -262,8 +292,7 @@ def write_fast(
                 clock = clock or cursor
                 for chunk in chunks:
                     timed = _check_created_at(identity, chunk)
-                    query = insert_sql.insert_events(timed=timed, fast=True, distributed=distributed)
-                    conn.execute(query, _columns(chunk))
+                    conn.execute(*_insert_statement(chunk, timed=timed, fast=True, distributed=distributed))
                     written.extend(chunk)
             conn.execute(COMMIT)
     except BaseException:
