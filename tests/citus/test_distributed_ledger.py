@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -302,3 +304,27 @@ def test_a_members_mixed_batch_is_written_in_one_round_trip(distributed: Distrib
     assert sorted(stored) == sorted(
         [(tenant, 100, sum(n for n in range(150) if n % 3)), (alice, 50, sum(range(0, 150, 3)))]
     )
+
+
+def test_maintain_grants_inserts_on_shards_made_since(distributed: DistributedDatabase) -> None:
+    grants = (
+        "select array_agg(result order by shardid) from run_command_on_shards("
+        "'public.usage_events', $$select has_table_privilege('authenticated', '%s', 'INSERT')$$)"
+    )
+    with db.connect(distributed.url, autocommit=True) as owner:
+        owner.execute("select run_command_on_shards('public.usage_events', 'revoke insert on %s from authenticated')")
+        revoked = owner.execute(grants).fetchone()
+    done = subprocess.run(
+        [sys.executable, "-m", "usagemeter", "maintain", "--database-url", distributed.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    with db.connect(distributed.url, autocommit=True) as owner:
+        granted = owner.execute(grants).fetchone()
+    assert revoked is not None
+    assert set(revoked[0]) == {"f"}  # as shards a rebalance makes: the shell table's grants only
+    assert done.returncode == 0, done.stderr
+    assert granted is not None
+    assert set(granted[0]) == {"t"}

@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from usagemeter import db
 from usagemeter.cli.common import DatabaseUrlOption, database, err, fail, out, reported_errors
-from usagemeter.ops import partitions
+from usagemeter.db.identity import is_distributed
+from usagemeter.ops import distribute, partitions
 from usagemeter.ops import retention as retention_ops
 
 
@@ -44,6 +45,8 @@ def maintain(
         created = partitions.create_ahead(conn, months_ahead=months_ahead)
         for name in created:
             out.print(f"created partition {name}", highlight=False)
+        if is_distributed(conn):
+            distribute.grant_event_shards(conn)  # shards a rebalance or a split made since
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
         ) as bar:
