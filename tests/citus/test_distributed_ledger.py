@@ -3,6 +3,7 @@ claims, partitions ahead, and deletions (docs/distributed.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -23,6 +24,7 @@ from usagemeter.db import Identity
 from usagemeter.ops import partitions, retention
 from usagemeter.recording import writer
 from usagemeter.recording.event import UsageEvent
+from usagemeter.recording.recorder import AsyncRecorder
 from usagemeter.reporting import exporting, listing
 
 ACTION = "agency:scope:generate"
@@ -328,3 +330,33 @@ def test_maintain_grants_inserts_on_shards_made_since(distributed: DistributedDa
     assert done.returncode == 0, done.stderr
     assert granted is not None
     assert set(granted[0]) == {"t"}
+
+
+def test_async_recorder_group_commits_on_the_cluster(distributed: DistributedDatabase) -> None:
+    with db.connect(distributed.url, autocommit=True) as owner:
+        tenant, alice = _member(owner)
+    key = f"async-{uuid.uuid4().hex}"
+
+    async def record_all() -> list[uuid.UUID]:
+        async with AsyncRecorder(distributed.app_url) as recorder:
+            as_alice = recorder.as_user(alice)
+            calls = [
+                as_alice.record(
+                    user_id=None,
+                    action=ACTION,
+                    tenant_id=tenant if n % 4 else None,
+                    tokens_input=n,
+                    idempotency_key=f"{key}-{n}",
+                )
+                for n in [*range(50), *range(50)]  # every event twice, concurrently
+            ]
+            return [recorded.id for recorded in await asyncio.gather(*calls, return_exceptions=False)]
+
+    ids = asyncio.run(record_all())
+    with db.connect(distributed.url, autocommit=True) as owner:
+        stored = owner.execute(
+            "select owner_id, count(*) from public.usage_events where idempotency_key like %s group by 1",
+            (f"{key}-%",),
+        ).fetchall()
+    assert len(set(ids)) == 50  # each key's two calls answered with one event
+    assert sorted(stored) == sorted([(tenant, 37), (alice, 13)])
