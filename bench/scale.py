@@ -11,11 +11,14 @@
 (b) Two months of M events each added to the partitioned database, then: DELETE of one month's
     rows (in a transaction rolled back, so the same rows stay), and `retention` dropping that
     month, timed; and retention archiving the other month to Parquet first.
-(c) The three-node Citus cluster is not measured yet (the distributed mode is not built): its
-    key is null.
+(c) Ingest and a one-tenant summary on a three-node Citus cluster against one node of the same
+    server (bench/scale_cluster.py, which runs it alone too), when the Citus build is found
+    (--citus-dir, $USAGEMETER_CITUS_DIR, or ../shared/citus beside the clone); its keys are null,
+    with the reason, when it is not, or with --cluster-events 0.
 
 Its last line is JSON with partitioned_vs_plain_summary (plain time / partitioned time),
-drop_vs_delete_speedup (DELETE time / retention time) and cluster_vs_single_ingest.
+drop_vs_delete_speedup (DELETE time / retention time) and cluster_vs_single_ingest (cluster
+events/s / one node's).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ import psycopg
 from psycopg import sql as pgsql
 from rich.console import Console
 
-from bench import data, harness
+from bench import data, harness, scale_cluster
+from tests import citus_cluster
 from usagemeter import db
 from usagemeter.billing import prices
 from usagemeter.db import Identity, acting_as
@@ -144,6 +148,8 @@ def main() -> None:
     parser.add_argument("--month-rows", type=int, default=1_000_000, help="events in each month of (b)")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--cluster-events", type=int, default=100_000, help="events ingested in (c); 0 skips (c)")
+    parser.add_argument("--citus-dir", type=Path, default=None, help="the Citus build for (c)")
     args = parser.parse_args()
     console = Console(stderr=True)
     before_partitioning = [m for m in migrate.discover_migrations() if m.version < PARTITIONING]
@@ -247,7 +253,6 @@ def main() -> None:
                 "archive_rows_per_s": round(args.month_rows / archive_s),
                 "archive_bytes_per_event": round(archive_bytes / args.month_rows, 1),
                 "table_bytes_per_event": round(int(size[0]) / int(rows[0]), 1),
-                "cluster_vs_single_ingest": None,
             })  # fmt: skip
         finally:
             with db.connect(server_url, autocommit=True) as admin:
@@ -263,7 +268,16 @@ def main() -> None:
         f" {summary['retention_archive_s']} s ({summary['archive_rows_per_s']:,} rows/s,"
         f" {summary['archive_bytes_per_event']} bytes per event; {summary['table_bytes_per_event']} in PostgreSQL)"
     )
+    summary.update(cluster_figures(args.cluster_events, args.repeat, args.citus_dir, console))
     harness.print_summary(summary)
+
+
+def cluster_figures(events: int, repeat: int, citus_dir: Path | None, console: Console) -> dict[str, Any]:
+    """(c), or its key null with the reason when it is not measured."""
+    if events <= 0:
+        return {"cluster_vs_single_ingest": None, "cluster_skipped": "--cluster-events 0"}
+    found = citus_dir or citus_cluster.citus_dir(Path(__file__).resolve().parents[1])
+    return scale_cluster.measure(events=events, repeat=repeat, citus_dir=found, console=console)
 
 
 if __name__ == "__main__":

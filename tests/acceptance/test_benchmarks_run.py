@@ -39,7 +39,7 @@ BENCHMARKS = {
         ],
     ),
     "scale.py": (
-        ["--rows", "3000", "--month-rows", "2000", "--repeat", "2"],
+        ["--rows", "3000", "--month-rows", "2000", "--repeat", "2", "--cluster-events", "0"],
         ["partitioned_vs_plain_summary", "drop_vs_delete_speedup", "conversion_rows_per_s", "archive_rows_per_s"],
     ),
     "reports.py": (
