@@ -98,14 +98,25 @@ def _register_workers(conn: psycopg.Connection[Any], cluster: CitusCluster) -> N
     """On the coordinator's database: the extension, the superuser's password for node connections, the nodes."""
     conn.execute("create extension if not exists citus")
     password = _superuser_password(cluster.coordinator)
+    database = conn.execute("select current_database()").fetchone()
+    assert database is not None
+    # Every node, not only the coordinator: a worker opens connections of its own to the other nodes
+    # (a trigger on a reference table's placement locks the table on every node).
+    _store_superuser_login(conn, password)
+    for worker in cluster.workers:
+        with db.connect(worker.url(database[0]), autocommit=True) as on_worker:
+            _store_superuser_login(on_worker, password)
+    conn.execute("select citus_set_coordinator_host('127.0.0.1', %s)", [cluster.coordinator.port])
+    for worker in cluster.workers:
+        conn.execute("select citus_add_node('127.0.0.1', %s)", [worker.port])
+
+
+def _store_superuser_login(conn: psycopg.Connection[Any], password: str) -> None:
     conn.execute(
         "insert into pg_dist_authinfo (nodeid, rolename, authinfo) values (0, 'postgres', %s)"
         " on conflict (nodeid, rolename) do update set authinfo = excluded.authinfo",
         [f"password={password}"],
     )
-    conn.execute("select citus_set_coordinator_host('127.0.0.1', %s)", [cluster.coordinator.port])
-    for worker in cluster.workers:
-        conn.execute("select citus_add_node('127.0.0.1', %s)", [worker.port])
 
 
 def _superuser_password(node: embedded.EmbeddedPostgres) -> str:

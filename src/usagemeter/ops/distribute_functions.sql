@@ -153,3 +153,161 @@ begin
   end loop;
 end
 $$;
+
+-- Retention (usagemeter retention): the same steps and records as on one node. Detaching and dropping a month
+-- of the distributed ledger, and releasing its keys, run over one connection per node (sequential mode: the
+-- ledger has foreign keys to reference tables). A month's ids and keys are released by (owner_id, id), the key
+-- table's primary key on the cluster: each batch goes to every shard once, as an index probe per id there.
+alter function usagemeter_private.detach_usage_event_month_v1(timestamptz)
+  set citus.multi_shard_modify_mode = 'sequential';
+alter function usagemeter_private.drop_usage_event_month_v1(timestamptz)
+  set citus.multi_shard_modify_mode = 'sequential';
+
+create or replace function usagemeter_private.free_usage_event_month_keys_v1(month_start timestamptz, after_id uuid, batch int)
+returns table (freed bigint, last_id uuid)
+language plpgsql security definer
+set search_path = ''
+set enable_seqscan = off
+set enable_bitmapscan = off
+set citus.multi_shard_modify_mode = 'sequential'
+as $$
+declare
+  partition_name text := usagemeter_private.usage_event_partition_name_v1(month_start);
+  ids uuid[];
+  owners uuid[];
+  released bigint;
+begin
+  if not exists (select from usagemeter_private.usage_event_archives as a
+                 where a.month_start = free_usage_event_month_keys_v1.month_start and a.detached_at is not null) then
+    raise exception 'usagemeter: % is not detached by retention; its keys stay', partition_name
+      using errcode = '55000';
+  end if;
+  execute pg_catalog.format(
+    'select array_agg(s.id order by s.id, s.owner_id), array_agg(s.owner_id order by s.id, s.owner_id)'
+    ' from (select e.id, e.owner_id from usagemeter_private.%I as e'
+    ' where e.id > coalesce($1, ''00000000-0000-0000-0000-000000000000''::uuid) order by e.id limit $2) as s',
+    partition_name)
+  into ids, owners
+  using after_id, batch;
+  delete from usagemeter_private.usage_event_keys as k
+  using rows from (pg_catalog.unnest(owners), pg_catalog.unnest(ids)) as freed_key (owner_id, id)
+  where k.owner_id = freed_key.owner_id and k.id = freed_key.id;
+  get diagnostics released = row_count;
+  return query select released, ids[pg_catalog.array_length(ids, 1)];
+end
+$$;
+
+-- Moving a month out of the default partition (usagemeter maintain): the month's table is distributed,
+-- co-located with the ledger, before rows are copied into it, so the copy runs on each worker shard by shard
+-- (a co-located INSERT ... SELECT), in one step (block ranges mean nothing across shards), and the attach
+-- joins a distributed table to the distributed ledger. Same locks, checks and counts as on one node.
+create or replace function usagemeter_private.begin_usage_event_month_move_v1(month_start timestamptz)
+returns table (partition_name text, blocks bigint)
+language plpgsql security definer
+set search_path = ''
+set citus.multi_shard_modify_mode = 'sequential'
+as $$
+declare
+  made text;
+begin
+  lock table usagemeter_private.usage_events_default in share row exclusive mode;
+  made := usagemeter_private.create_usage_event_month_table_v1(month_start);
+  perform pg_catalog.create_distributed_table(
+    pg_catalog.format('usagemeter_private.%I', made), 'owner_id', colocate_with => 'public.usage_events');
+  return query select made, 1::bigint;
+end
+$$;
+
+create or replace function usagemeter_private.copy_usage_event_month_rows_v1(month_start timestamptz, first_block bigint, last_block bigint)
+returns bigint
+language plpgsql security definer
+set search_path = ''
+set citus.multi_shard_modify_mode = 'sequential'
+as $$
+declare
+  copied bigint;
+begin
+  if first_block > 0 then
+    return 0;  -- the one step (first_block 0) copied the whole month
+  end if;
+  execute pg_catalog.format(
+    'insert into usagemeter_private.%I (owner_id, id, tenant_id, user_id, action, module_id, tokens_input,'
+    ' tokens_output, metadata, created_at, idempotency_key, cost, corrects_event_id, correction_kind,'
+    ' correction_reason, recorded_at, occurred_at)'
+    ' select owner_id, id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata, created_at,'
+    ' idempotency_key, cost, corrects_event_id, correction_kind, correction_reason, recorded_at, occurred_at'
+    ' from usagemeter_private.usage_events_default'
+    ' where created_at >= $1 and created_at < $2',
+    usagemeter_private.usage_event_partition_name_v1(month_start))
+  using month_start, month_start + interval '1 month';
+  get diagnostics copied = row_count;
+  return copied;
+end
+$$;
+
+
+create or replace function usagemeter_private.finish_usage_event_month_move_v1(month_start timestamptz, copied bigint)
+returns bigint
+language plpgsql security definer
+set search_path = ''
+set citus.multi_shard_modify_mode = 'sequential'
+as $$
+declare
+  partition_name text := usagemeter_private.usage_event_partition_name_v1(month_start);
+  removed bigint;
+begin
+  -- The rows are moved, not changed: no row trigger of the ledger fires for their removal from the default
+  -- partition (Citus cannot disable one trigger on the shards; replica mode skips them all on every node
+  -- until the transaction ends).
+  set local session_replication_role = replica;
+  delete from usagemeter_private.usage_events_default
+  where created_at >= month_start and created_at < month_start + interval '1 month';
+  get diagnostics removed = row_count;
+  set local session_replication_role = origin;
+  if removed <> copied then
+    raise exception 'usagemeter: % rows of % were copied but % are in the default partition; nothing was moved',
+      copied, partition_name, removed
+      using errcode = '55000';
+  end if;
+  execute pg_catalog.format(
+    'alter table usagemeter_private.usage_events_default add constraint %I'
+    ' check (created_at < %L or created_at >= %L) not valid',
+    partition_name || '_moved', month_start, month_start + interval '1 month');
+  execute pg_catalog.format(
+    'alter table usagemeter_private.usage_events_default validate constraint %I', partition_name || '_moved');
+  perform usagemeter_private.attach_usage_event_month_table_v1(month_start);
+  execute pg_catalog.format(
+    'alter table usagemeter_private.usage_events_default drop constraint %I', partition_name || '_moved');
+  return removed;
+end
+$$;
+
+-- Closing a statement period: usage_closed_periods is a reference table, so the trigger that keeps closed
+-- periods apart runs on every node's copy as the coordinator writes it. Its single-node LOCK TABLE would be
+-- propagated by each node to all the others (a distributed deadlock with the write itself); a node-local
+-- transaction advisory lock serializes closes on each copy instead (every close writes the copies in the
+-- same order), and the overlap check then sees every close committed before it.
+create or replace function usagemeter_private.keep_closed_periods_apart_v1() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+begin
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('usagemeter.usage_closed_periods'));
+  if exists (
+    select 1 from public.usage_closed_periods as c
+    where c.id <> new.id
+      and c.tenant_id is not distinct from new.tenant_id and c.user_id is not distinct from new.user_id
+      and c.period_start < new.period_end and new.period_start < c.period_end
+  ) then
+    raise exception 'usagemeter: the statement for % to % is already closed (or overlaps a closed one)',
+      new.period_start, new.period_end
+      using errcode = '23P01', hint = 'A closed statement is final; late usage is booked in the first open month.';
+  end if;
+  if new.period_end > now() - interval '1 hour' then
+    raise exception 'usagemeter: the period % to % ended less than an hour ago (or has not ended); it can be closed from % on',
+      new.period_start, new.period_end, new.period_end + interval '1 hour'
+      using errcode = '22023';
+  end if;
+  return null;
+end
+$$;

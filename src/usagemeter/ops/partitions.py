@@ -15,9 +15,7 @@ from typing import Any
 
 import psycopg
 
-from usagemeter import errors
 from usagemeter.db import sql
-from usagemeter.db.identity import is_distributed
 
 queries = sql.load_queries("usagemeter.ops")
 
@@ -65,11 +63,6 @@ def move_out_of_default(conn: psycopg.Connection[Any], *, progress: MoveProgress
     are kept; rollups, budgets and keys are untouched (the same events, in another table).
     """
     months = default_months(conn)
-    if months and is_distributed(conn):
-        raise errors.DistributeError(
-            f"the default partition holds events of {len(months)} month(s), which usagemeter cannot move yet on a"
-            " distributed ledger (docs/distributed.md): they stay readable where they are"
-        )
     moved: list[MovedMonth] = []
     for month_start, events in months:
         moved.append(_move_month(conn, month_start, events, progress))

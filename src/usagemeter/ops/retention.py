@@ -27,7 +27,6 @@ from psycopg import sql as pgsql
 
 from usagemeter import durable, errors, ledger, ledger_parquet
 from usagemeter.db import sql
-from usagemeter.db.identity import is_distributed
 from usagemeter.ops import partitions
 
 queries = sql.load_queries("usagemeter.ops")
@@ -90,10 +89,6 @@ class Retention:
             raise errors.RetentionError(f"keep_months must be at least 1 (got {keep_months})")
         if not conn.autocommit:
             raise errors.RetentionError("retention needs an autocommit connection: each step commits on its own")
-        if is_distributed(conn):
-            raise errors.RetentionError(
-                "retention does not run on a distributed ledger yet (docs/distributed.md): nothing was changed"
-            )
         self.conn = conn
         self.archive_dir = archive_dir
         self.cutoff = first_kept_month(now or datetime.now(UTC), keep_months)
