@@ -311,3 +311,24 @@ begin
   return null;
 end
 $$;
+
+-- Loading prices: usage_prices is a reference table too, and the statement trigger that keeps one currency
+-- serializes loads the same way as closing periods does (a node-local advisory lock in place of LOCK TABLE).
+create or replace function usagemeter_private.keep_one_price_currency_v1() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+declare
+  currencies text[];
+begin
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('usagemeter.usage_prices'));
+  perform set_config('usagemeter.statement_rates', '', true);  -- rates remembered by the rating trigger
+  select array_agg(distinct p.currency order by p.currency) into currencies from public.usage_prices as p;
+  if cardinality(currencies) > 1 then
+    raise exception 'usagemeter: every price must be in one currency; the price list would hold %', array_to_string(currencies, ', ')
+      using errcode = '22023',
+            hint = 'Load prices in the currency of the prices already stored (usagemeter prices list).';
+  end if;
+  return null;
+end
+$$;
