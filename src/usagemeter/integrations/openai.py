@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import openai
+from openai.types.responses import ResponseUsage
 
 from usagemeter.integrations import streams
 from usagemeter.integrations.capture import Attribution, Meter, Usage
@@ -39,7 +40,7 @@ def usage_of(*, response_id: str | None, model: str | None, usage: Any, complete
     """Map a Chat Completions (`CompletionUsage`) or Responses (`ResponseUsage`) usage object; None counts nothing."""
     if usage is None:
         return Usage(PROVIDER, response_id, model, complete=complete)
-    if hasattr(usage, "input_tokens"):  # Responses API
+    if isinstance(usage, ResponseUsage):  # (hasattr on a pydantic model that lacks the field costs µs)
         tokens_in, tokens_out = _int(usage.input_tokens), _int(usage.output_tokens)
         details_in, details_out = usage.input_tokens_details, usage.output_tokens_details
     else:  # Chat Completions
