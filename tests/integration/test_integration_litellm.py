@@ -112,3 +112,26 @@ def test_async_and_streamed_completions_are_recorded_once_each(
     for row in rows:
         assert row["tenant_id"] == tenant
         assert (row["tokens_input"], row["tokens_output"]) == (CHAT["prompt"], CHAT["completion"])
+
+
+def test_a_stream_abandoned_early_is_not_reported_by_litellm(
+    provider: RunningProvider,
+    callback: UsageCallback,
+    recorder: Recorder,
+    tenant: uuid.UUID,
+    owner: psycopg.Connection[Any],
+) -> None:
+    stream = litellm.completion(
+        model="openai/gpt-4o-mini",
+        messages=MESSAGES,
+        api_base=provider.openai_base_url,
+        api_key="test-key",
+        metadata={"usagemeter_tenant_id": str(tenant)},
+        stream=True,
+    )
+    for _, _chunk in zip(range(3), stream, strict=False):
+        pass
+    del stream
+    time.sleep(1.0)  # a callback would have come by now
+    assert (callback.meter.counters.captured, callback.meter.counters.failed) == (0, 0)
+    assert stored(owner, recorder) == []

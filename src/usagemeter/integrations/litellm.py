@@ -83,6 +83,8 @@ class UsageCallback(CustomLogger):
     def __init__(self, meter: Meter) -> None:
         super().__init__()
         self.meter = meter
+        # LiteLLM keeps one callback per key: class name plus public str/int/bool attributes. One per Meter.
+        self.meter_key = f"meter-{id(meter):x}"
 
     def _capture(self, kwargs: Mapping[str, Any], response: Any) -> None:  # noqa: ANN401
         try:
