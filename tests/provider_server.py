@@ -23,7 +23,7 @@ STREAM_CHUNKS = 40  # content pieces per stream: enough that a caller can stop h
 
 USAGE = {
     "chat": {"prompt": 120, "cached": 100, "completion": 30, "reasoning": 12},
-    "responses": {"input": 200, "cached": 150, "output": 40, "reasoning": 25},
+    "responses": {"input": 200, "cached": 150, "cache_write": 30, "output": 40, "reasoning": 25},
     "messages": {"input": 20, "cache_read": 1000, "cache_creation": 300, "output": 50},
 }
 
@@ -57,7 +57,7 @@ def responses_usage() -> dict[str, Any]:
     u = USAGE["responses"]
     return {
         "input_tokens": u["input"],
-        "input_tokens_details": {"cached_tokens": u["cached"]},
+        "input_tokens_details": {"cached_tokens": u["cached"], "cache_write_tokens": u["cache_write"]},
         "output_tokens": u["output"],
         "output_tokens_details": {"reasoning_tokens": u["reasoning"]},
         "total_tokens": u["input"] + u["output"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import uuid
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -15,7 +16,7 @@ from tests import factories
 from tests.metering import provider, recorder, stored, tenant
 from tests.provider_server import MODEL_SUFFIX, USAGE, RunningProvider
 from usagemeter.integrations import Attribution, Meter, attributed
-from usagemeter.recording.recorder import Recorder
+from usagemeter.recording.recorder import AsyncRecorder, EnqueueOptions, Recorder
 
 __all__ = ["provider", "recorder", "tenant"]  # fixtures
 
@@ -133,6 +134,7 @@ def test_responses_api_plain_and_streamed(
         assert (row["tokens_input"], row["tokens_output"]) == (RESPONSES["input"], RESPONSES["output"])
         assert row["metadata"]["model"] == f"gpt-5-mini{MODEL_SUFFIX}"
         assert row["metadata"]["tokens_cached_input"] == RESPONSES["cached"]
+        assert row["metadata"]["tokens_cache_write"] == RESPONSES["cache_write"]
         assert row["metadata"]["tokens_reasoning"] == RESPONSES["reasoning"]
 
 
@@ -188,3 +190,23 @@ def test_wrapping_twice_records_once(
     client = meter.openai(meter.openai(client_for(provider)))
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert len(stored(owner, recorder)) == 1
+
+
+def test_wait_commits_before_the_call_returns_sync_and_async(
+    provider: RunningProvider, app_database_url: str, tenant: uuid.UUID, owner: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    options = EnqueueOptions(spool_dir=tmp_path / "spool")
+    with Recorder(app_database_url, enqueue_options=options) as sync_recorder:
+        client = Meter(sync_recorder, tenant_id=tenant, wait=True).openai(client_for(provider))
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert factories.count_events(owner) == 1  # no flush: committed before create returned
+
+    async def call() -> None:
+        async with AsyncRecorder(app_database_url, enqueue_options=options) as recorder:
+            meter = Meter(recorder, tenant_id=tenant, wait=True)
+            client = meter.openai(openai.AsyncOpenAI(base_url=provider.openai_base_url, api_key="test-key"))
+            await client.responses.create(model="gpt-5-mini", input="hi")
+            assert factories.count_events(owner) == 2
+            assert recorder.counters.queued == 0  # record(), not enqueue()
+
+    asyncio.run(call())

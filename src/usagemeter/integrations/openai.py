@@ -5,11 +5,11 @@ on that client object (its type and every other method stay the SDK's). The SDK'
 happen inside `create`, so a call is recorded once, after its final answer; the response id is
 the event's idempotency key, so recording it again stores nothing twice.
 
-Usage mapping: prompt_tokens / input_tokens -> tokens_input (cached reads included, and also in
-metadata.tokens_cached_input); completion_tokens / output_tokens -> tokens_output (reasoning
-included, and also in metadata.tokens_reasoning). Streamed chat completions ask for the final
-usage chunk (`stream_options.include_usage`); when the meter added that option, the usage-only
-chunk is not shown to the caller.
+Usage mapping: prompt_tokens / input_tokens -> tokens_input (cached reads and cache writes
+included, and also in metadata.tokens_cached_input / tokens_cache_write); completion_tokens /
+output_tokens -> tokens_output (reasoning included, and also in metadata.tokens_reasoning).
+Streamed chat completions ask for the final usage chunk (`stream_options.include_usage`); when
+the meter added that option, the usage-only chunk is not shown to the caller.
 """
 
 from __future__ import annotations
@@ -46,13 +46,15 @@ def usage_of(*, response_id: str | None, model: str | None, usage: Any, complete
     else:  # Chat Completions
         tokens_in, tokens_out = _int(usage.prompt_tokens), _int(usage.completion_tokens)
         details_in, details_out = usage.prompt_tokens_details, usage.completion_tokens_details
+    cached = min(_detail(details_in, "cached_tokens"), tokens_in)
     return Usage(
         PROVIDER,
         response_id,
         model,
         tokens_input=tokens_in,
         tokens_output=tokens_out,
-        cached_input=min(_detail(details_in, "cached_tokens"), tokens_in),
+        cached_input=cached,
+        cache_write=min(_detail(details_in, "cache_write_tokens"), tokens_in - cached),
         reasoning=_detail(details_out, "reasoning_tokens"),
         complete=complete,
     )
