@@ -109,7 +109,7 @@ def _snapshot_usage(stream: Any) -> Usage:  # noqa: ANN401 - anthropic MessageSt
 class _MeteredStreamManager:
     """`messages.stream(...)`'s context manager, recording what the stream saw when the block ends."""
 
-    def __init__(self, inner: Any, on_usage: Callable[[Usage], None]) -> None:  # noqa: ANN401
+    def __init__(self, inner: Any, on_usage: Callable[[Callable[[], Usage]], None]) -> None:  # noqa: ANN401
         self._inner = inner
         self._on_usage = on_usage
         self._stream: Any = None
@@ -122,7 +122,7 @@ class _MeteredStreamManager:
         try:
             self._inner.__exit__(*exc_info)
         finally:
-            self._on_usage(_snapshot_usage(self._stream))
+            self._on_usage(lambda: _snapshot_usage(self._stream))
 
     async def __aenter__(self) -> Any:  # noqa: ANN401 - the SDK's AsyncMessageStream, untouched
         self._stream = await self._inner.__aenter__()
@@ -132,7 +132,7 @@ class _MeteredStreamManager:
         try:
             await self._inner.__aexit__(*exc_info)
         finally:
-            self._on_usage(_snapshot_usage(self._stream))
+            self._on_usage(lambda: _snapshot_usage(self._stream))
 
 
 def _sync_create(meter: Meter, create: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,8 +142,8 @@ def _sync_create(meter: Meter, create: Callable[..., Any]) -> Callable[..., Any]
         result = create(*args, **kwargs)
         if isinstance(result, anthropic.Stream):
             watcher = MessageStreamWatcher()
-            return streams.MeteredStream(result, watcher, lambda usage: meter.capture(usage, attribution))
-        meter.capture(usage_of_message(result), attribution)
+            return streams.MeteredStream(result, watcher, lambda read: meter.capture(read, attribution))
+        meter.capture(lambda: usage_of_message(result), attribution)
         return result
 
     return metered_create
@@ -156,9 +156,9 @@ def _async_create(meter: Meter, create: Callable[..., Any]) -> Callable[..., Any
         result = await create(*args, **kwargs)
         if isinstance(result, anthropic.AsyncStream):
             return streams.AsyncMeteredStream(
-                result, MessageStreamWatcher(), lambda usage: meter.capture(usage, attribution)
+                result, MessageStreamWatcher(), lambda read: meter.capture(read, attribution)
             )
-        await meter.capture_async(usage_of_message(result), attribution)
+        await meter.capture_async(lambda: usage_of_message(result), attribution)
         return result
 
     return metered_create
@@ -168,7 +168,7 @@ def _stream(meter: Meter, stream: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(stream)
     def metered_stream(*args: Any, usagemeter: Attribution | None = None, **kwargs: Any) -> Any:  # noqa: ANN401
         attribution = meter.attribution(usagemeter)
-        return _MeteredStreamManager(stream(*args, **kwargs), lambda usage: meter.capture(usage, attribution))
+        return _MeteredStreamManager(stream(*args, **kwargs), lambda read: meter.capture(read, attribution))
 
     return metered_stream
 

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -195,32 +195,42 @@ class Meter:
             "idempotency_key": usage.idempotency_key(),
         }
 
-    def capture(self, usage: Usage, attribution: Attribution) -> None:
-        """Hand one call's usage to the recorder; never raises (failures are logged and counted)."""
+    def _failed(self, what: str) -> None:
+        self.counters.add(failed=1)
+        log.exception("usagemeter: could not record the usage of %s", what)
+
+    def capture(self, read: Callable[[], Usage], attribution: Attribution) -> None:
+        """Read one call's usage and hand it to the recorder; never raises (failures are logged and counted).
+
+        `read` maps the provider's answer; it runs here so that a mapping failure is caught too.
+        """
         try:
+            usage = read()
             fields = self.event_fields(usage, attribution)
             if self.wait and isinstance(self.recorder, Recorder):
                 self.recorder.record(**fields)
             else:
                 self.recorder.enqueue(**fields)
         except Exception:
-            self.counters.add(failed=1)
-            log.exception("usagemeter: could not record the usage of %s response %s", usage.provider, usage.response_id)
+            self._failed("a model call")
         else:
             self.counters.add(captured=1)
 
-    async def capture_async(self, usage: Usage, attribution: Attribution) -> None:
+    async def capture_async(self, read: Callable[[], Usage], attribution: Attribution) -> None:
         """As capture, awaiting the commit when `wait` and the recorder is an AsyncRecorder."""
         if not (self.wait and isinstance(self.recorder, AsyncRecorder)):
-            self.capture(usage, attribution)
+            self.capture(read, attribution)
             return
         try:
-            await self.recorder.record(**self.event_fields(usage, attribution))
+            await self.recorder.record(**self.event_fields(read(), attribution))
         except Exception:
-            self.counters.add(failed=1)
-            log.exception("usagemeter: could not record the usage of %s response %s", usage.provider, usage.response_id)
+            self._failed("a model call")
         else:
             self.counters.add(captured=1)
+
+    def failed(self, what: str) -> None:
+        """Count and log (with the exception being handled) a failure of an integration's own code."""
+        self._failed(what)
 
     # -- integrations (each imports its SDK only when used) ------------------------------------
 

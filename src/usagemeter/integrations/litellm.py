@@ -21,7 +21,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from usagemeter.integrations.capture import Attribution, Meter, Usage, log
+from usagemeter.integrations.capture import Attribution, Meter, Usage
 
 METADATA_PREFIX = "usagemeter_"  # request metadata keys the callback reads: usagemeter_tenant_id, _user_id, _action
 
@@ -87,17 +87,15 @@ class UsageCallback(CustomLogger):
         self.meter_key = f"meter-{id(meter):x}"
 
     def _capture(self, kwargs: Mapping[str, Any], response: Any) -> None:  # noqa: ANN401
+        payload = kwargs.get("standard_logging_object")
+        if not payload or payload.get("cache_hit"):
+            return
         try:
-            payload = kwargs.get("standard_logging_object")
-            if not payload or payload.get("cache_hit"):
-                return
-            usage = usage_of_payload(payload, response)
             attribution = self.meter.attribution(attribution_of_request(kwargs))
         except Exception:
-            self.meter.counters.add(failed=1)
-            log.exception("usagemeter: could not read LiteLLM's logging payload")
+            self.meter.failed("a LiteLLM call (its usagemeter_* metadata)")
             return
-        self.meter.capture(usage, attribution)
+        self.meter.capture(lambda: usage_of_payload(payload, response), attribution)
 
     def log_success_event(
         self,

@@ -136,13 +136,8 @@ def _sync_create(meter: Meter, endpoint: str, create: Callable[..., Any]) -> Cal
         if isinstance(result, openai.Stream):
             if watcher is None:
                 return result
-            return streams.MeteredStream(result, watcher, lambda usage: meter.capture(usage, attribution))
-        try:
-            usage = _usage_of_result(result)
-        except Exception:
-            meter.counters.add(failed=1)
-            return result
-        meter.capture(usage, attribution)
+            return streams.MeteredStream(result, watcher, lambda read: meter.capture(read, attribution))
+        meter.capture(lambda: _usage_of_result(result), attribution)
         return result
 
     setattr(metered_create, _MARK, meter)
@@ -158,13 +153,8 @@ def _async_create(meter: Meter, endpoint: str, create: Callable[..., Any]) -> Ca
         if isinstance(result, openai.AsyncStream):
             if watcher is None:
                 return result
-            return streams.AsyncMeteredStream(result, watcher, lambda usage: meter.capture(usage, attribution))
-        try:
-            usage = _usage_of_result(result)
-        except Exception:
-            meter.counters.add(failed=1)
-            return result
-        await meter.capture_async(usage, attribution)
+            return streams.AsyncMeteredStream(result, watcher, lambda read: meter.capture(read, attribution))
+        await meter.capture_async(lambda: _usage_of_result(result), attribution)
         return result
 
     setattr(metered_create, _MARK, meter)

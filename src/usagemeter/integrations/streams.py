@@ -10,7 +10,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from usagemeter.integrations.capture import Usage
+from usagemeter.integrations.capture import Usage, log
+
+OnUsage = Callable[[Callable[[], Usage]], None]  # called once with a reader of the stream's usage
 
 
 class UsageWatcher(Protocol):
@@ -26,9 +28,9 @@ class UsageWatcher(Protocol):
 
 
 class _Once:
-    """Records the watcher's usage the first time the stream ends, however it ends."""
+    """Passes items to the watcher, and records its usage the first time the stream ends, however it ends."""
 
-    def __init__(self, watcher: UsageWatcher, on_usage: Callable[[Usage], None]) -> None:
+    def __init__(self, watcher: UsageWatcher, on_usage: OnUsage) -> None:
         self._watcher = watcher
         self._on_usage = on_usage
         self._lock = threading.Lock()
@@ -39,16 +41,23 @@ class _Once:
             if self._done:
                 return
             self._done = True
-        self._on_usage(self._watcher.usage(complete=complete))
+        self._on_usage(lambda: self._watcher.usage(complete=complete))
+
+    def observe(self, item: Any) -> bool:  # noqa: ANN401
+        """The watcher's verdict on `item` (hide it?); a watcher that fails is logged, and the item shown."""
+        try:
+            return self._watcher.observe(item)
+        except Exception:
+            log.exception("usagemeter: could not read a stream item's usage")
+            return False
 
 
 class MeteredStream:
     """A synchronous SDK stream (openai.Stream, anthropic.Stream) that records its usage once."""
 
-    def __init__(self, inner: Any, watcher: UsageWatcher, on_usage: Callable[[Usage], None]) -> None:  # noqa: ANN401
+    def __init__(self, inner: Any, watcher: UsageWatcher, on_usage: OnUsage) -> None:  # noqa: ANN401
         self._inner = inner
         self._iterator = iter(inner)
-        self._watcher = watcher
         self._once = _Once(watcher, on_usage)
 
     def __iter__(self) -> MeteredStream:
@@ -64,7 +73,7 @@ class MeteredStream:
             except BaseException:
                 self._once.finish(complete=False)
                 raise
-            if not self._watcher.observe(item):
+            if not self._once.observe(item):
                 return item
 
     def close(self) -> None:
@@ -92,10 +101,9 @@ class MeteredStream:
 class AsyncMeteredStream:
     """An asyncio SDK stream (openai.AsyncStream, anthropic.AsyncStream) that records its usage once."""
 
-    def __init__(self, inner: Any, watcher: UsageWatcher, on_usage: Callable[[Usage], None]) -> None:  # noqa: ANN401
+    def __init__(self, inner: Any, watcher: UsageWatcher, on_usage: OnUsage) -> None:  # noqa: ANN401
         self._inner = inner
         self._iterator = inner.__aiter__()
-        self._watcher = watcher
         self._once = _Once(watcher, on_usage)
 
     def __aiter__(self) -> AsyncMeteredStream:
@@ -111,7 +119,7 @@ class AsyncMeteredStream:
             except BaseException:
                 self._once.finish(complete=False)
                 raise
-            if not self._watcher.observe(item):
+            if not self._once.observe(item):
                 return item
 
     async def close(self) -> None:
