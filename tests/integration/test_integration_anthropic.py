@@ -107,3 +107,18 @@ def test_async_client_plain_and_both_streams(
     for row in rows:
         assert_full_usage(row, tenant)
     assert meter.counters.captured == 3
+
+
+def test_sdk_retries_and_a_repeated_message_id_store_one_event(
+    provider: RunningProvider, recorder: Recorder, tenant: uuid.UUID, owner: psycopg.Connection[Any]
+) -> None:
+    meter = Meter(recorder, tenant_id=tenant)
+    client = meter.anthropic(anthropic.Anthropic(base_url=provider.url, api_key="test-key", max_retries=2))
+    provider.state.fail_next = 1  # answered 500 first: the SDK retries, the wrapper sees the final answer only
+    provider.state.fixed_id = "msg_same"
+    client.messages.create(model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES)
+    assert len(provider.state.requests) == 2
+    client.messages.create(model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES)  # the same message again
+    (row,) = stored(owner, recorder)
+    assert row["idempotency_key"] == "anthropic:msg_same"
+    assert meter.counters.captured == 2  # both handed over; the database kept one
