@@ -161,6 +161,7 @@ class Meter:
     wait:
         False (default): `enqueue`, which returns at once and spools through outages. True: `record`,
         which returns once committed (adds a round trip to every call; a failure is still only logged).
+        With async clients pass an AsyncRecorder, so the commit is awaited instead of blocking the loop.
     """
 
     def __init__(
@@ -195,10 +196,6 @@ class Meter:
             "idempotency_key": usage.idempotency_key(),
         }
 
-    def _failed(self, what: str) -> None:
-        self.counters.add(failed=1)
-        log.exception("usagemeter: could not record the usage of %s", what)
-
     def capture(self, read: Callable[[], Usage], attribution: Attribution) -> None:
         """Read one call's usage and hand it to the recorder; never raises (failures are logged and counted).
 
@@ -212,7 +209,7 @@ class Meter:
             else:
                 self.recorder.enqueue(**fields)
         except Exception:
-            self._failed("a model call")
+            self.failed("a model call")
         else:
             self.counters.add(captured=1)
 
@@ -224,13 +221,14 @@ class Meter:
         try:
             await self.recorder.record(**self.event_fields(read(), attribution))
         except Exception:
-            self._failed("a model call")
+            self.failed("a model call")
         else:
             self.counters.add(captured=1)
 
     def failed(self, what: str) -> None:
-        """Count and log (with the exception being handled) a failure of an integration's own code."""
-        self._failed(what)
+        """Count and log a failure to record (call it while handling the exception)."""
+        self.counters.add(failed=1)
+        log.exception("usagemeter: could not record the usage of %s", what)
 
     # -- integrations (each imports its SDK only when used) ------------------------------------
 
