@@ -210,3 +210,19 @@ def test_wait_commits_before_the_call_returns_sync_and_async(
             assert recorder.counters.queued == 0  # record(), not enqueue()
 
     asyncio.run(call())
+
+
+def test_a_user_face_records_under_rls_and_a_refusal_never_reaches_the_caller(
+    provider: RunningProvider, recorder: Recorder, tenant: uuid.UUID, owner: psycopg.Connection[Any]
+) -> None:
+    alice, foreign = factories.add_user(owner), factories.add_tenant(owner)
+    factories.add_member(owner, tenant, alice)
+    client = Meter(recorder.as_user(alice)).openai(client_for(provider))
+    with attributed(tenant_id=tenant):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    with attributed(tenant_id=foreign):  # not her tenant: the database refuses, the call is answered
+        answer = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert answer.choices[0].message.content == "Hello there."
+    (row,) = stored(owner, recorder)
+    assert (row["tenant_id"], row["user_id"]) == (tenant, alice)  # the user comes from the face
+    assert recorder.counters.rejected == 1
