@@ -42,6 +42,10 @@ BENCHMARKS = {
         ["--rows", "3000", "--month-rows", "2000", "--repeat", "2", "--cluster-events", "0"],
         ["partitioned_vs_plain_summary", "drop_vs_delete_speedup", "conversion_rows_per_s", "archive_rows_per_s"],
     ),
+    "integrations.py": (
+        ["--calls", "40"],
+        ["bare_call_us_p50", "metered_call_us_p50", "wrapper_inline_us_p50", "events_stored"],
+    ),
     "reports.py": (
         ["--rows", "5000", "--repeat", "2"],
         [
