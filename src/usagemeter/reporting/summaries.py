@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 from pydantic import Field, field_validator
 
 from usagemeter.db import Identity, acting_as
+from usagemeter.db.identity import is_distributed
 from usagemeter.reporting import archives, report_sql
 from usagemeter.reporting.filters import ReportError, UsageFilter, time_zone
 
@@ -196,11 +197,21 @@ def _refuse_raw_reads_of_archived_months(conn: psycopg.Connection[Any], identity
         )
 
 
-def summary_statement(query: SummaryQuery, *, max_rows: int = MAX_ROWS) -> tuple[sql.Composed, dict[str, Any]]:
-    """The summary's SQL and parameters (summarize runs it after setting the session's time zone)."""
+def summary_statement(
+    query: SummaryQuery, *, max_rows: int = MAX_ROWS, routed: bool = False
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The summary's SQL and parameters (summarize runs it after setting the session's time zone).
+
+    `routed`: on a distributed database, a one-tenant or one-user summary names the owner key too.
+    """
     plan = source_plan(query)
     statement = report_sql.summary_query(
-        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, parts=plan.parts
+        query.scope,
+        query.active_filters(),
+        query.group_by,
+        bucketed=query.bucket is not None,
+        parts=plan.parts,
+        routed=routed,
     )
     params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": plan.full_start,
               "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end,
@@ -236,10 +247,12 @@ def summarize(
             " (max_buckets): use a coarser bucket or a shorter range"
         )
     _refuse_raw_reads_of_archived_months(conn, identity, source_plan(query))
-    statement, params = summary_statement(query, max_rows=max_rows)
+    distributed = is_distributed(conn)
+    statement, params = summary_statement(query, max_rows=max_rows, routed=distributed)
+    use_time_zone = report_sql.USE_TIME_ZONE_PROPAGATED if distributed else report_sql.USE_TIME_ZONE
     try:
         with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(report_sql.USE_TIME_ZONE, params)
+            cur.execute(use_time_zone, params)
             currency_row = cur.execute(report_sql.PRICE_CURRENCY).fetchone()
             rows = cur.execute(statement, params).fetchall()
     except pgerrors.InvalidParameterValue as failure:
