@@ -52,7 +52,9 @@ def maintain(
             distribute.grant_event_shards(conn)  # shards a rebalance or a split made since
             # writers on the shards only append deltas there (no fold can run on a shard): fold them here
             folded = rollup_check.fold(conn)
-            out.print(f"folded {folded:,} rollup deltas" if folded is not None else "a fold is running", highlight=False)
+            out.print(
+                f"folded {folded:,} rollup deltas" if folded is not None else "a fold is running", highlight=False
+            )
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
         ) as bar:
