@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,7 +20,7 @@ import pytest
 
 from tests import factories
 from tests.citus.conftest import DistributedDatabase
-from usagemeter import db
+from usagemeter import Recorder, db
 from usagemeter.billing import corrections
 from usagemeter.db import Identity, acting_as
 from usagemeter.reporting import rollup_check, summaries
@@ -266,3 +268,33 @@ def test_the_fold_is_idempotent_and_one_at_a_time(distributed: DistributedDataba
 def report_sql_fold() -> str:
     """The fold's query text (rollup_check's), to run it in a transaction left open."""
     return str(rollup_check.queries["fold_rollups"])
+
+
+def test_recorded_events_count_at_once_and_maintain_folds_them(distributed: DistributedDatabase) -> None:
+    with db.connect(distributed.url, autocommit=True) as owner:
+        world = _arrange(owner, None, distributed=True)
+    today = summaries.SummaryQuery(
+        scope="tenant", tenant_id=world.tenant, start=datetime.now(UTC) - timedelta(hours=1),
+        end=datetime.now(UTC) + timedelta(hours=1), group_by=("user",),
+    )  # fmt: skip
+    with Recorder(distributed.app_url) as recorder:
+        recorder.as_user(world.alice).record_many(
+            [{"user_id": None, "action": "agency:scope:generate", "tenant_id": world.tenant, "tokens_input": n}
+             for n in range(1, 6)]
+        )  # fmt: skip
+    with db.connect(distributed.app_url, autocommit=True) as conn:
+        recorded = summaries.summarize(conn, Identity.user(world.bob), today)
+    done = subprocess.run(
+        [sys.executable, "-m", "usagemeter", "maintain", "--database-url", distributed.url],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    with db.connect(distributed.url, autocommit=True) as owner:
+        pending = owner.execute(
+            "select count(*) from public.usage_rollup_deltas where owner_id = %s", (world.tenant,)
+        ).fetchone()
+        folded = summaries.summarize(owner, Identity.user(world.bob), today)
+    assert [(r.keys["user_id"], r.events, r.tokens_input) for r in recorded] == [(world.alice, 5, 15)]
+    assert done.returncode == 0, done.stderr
+    assert "folded" in done.stdout
+    assert pending == (0,)
+    assert folded == recorded
