@@ -298,3 +298,21 @@ def test_recorded_events_count_at_once_and_maintain_folds_them(distributed: Dist
     assert "folded" in done.stdout
     assert pending == (0,)
     assert folded == recorded
+
+
+def test_a_rebuild_recomputes_the_rollups_on_the_shards(distributed: DistributedDatabase) -> None:
+    with db.connect(distributed.url, autocommit=True) as conn:
+        world = _arrange(conn, None, distributed=True)
+        before = _results(conn, world)
+        rollup_check.fold(conn)
+        conn.execute("delete from public.usage_rollup_hourly where owner_id = %s", (world.tenant,))  # damage
+        broken = rollup_check.differences(conn)
+        written = rollup_check.rebuild(conn)
+        after = _results(conn, world)
+        differences = rollup_check.differences(conn)
+        pending = conn.execute("select count(*) from public.usage_rollup_deltas").fetchone()
+    assert broken > 0
+    assert written > 0
+    assert after == before
+    assert differences == 0
+    assert pending == (0,)
