@@ -316,3 +316,33 @@ def test_a_rebuild_recomputes_the_rollups_on_the_shards(distributed: Distributed
     assert after == before
     assert differences == 0
     assert pending == (0,)
+
+
+def test_deleting_users_keeps_summaries_exact_and_a_fold_forgets_them(distributed: DistributedDatabase) -> None:
+    with db.connect(distributed.url, autocommit=True) as conn:
+        world = _arrange(conn, None, distributed=True)
+        rollup_check.fold(conn)
+        conn.execute("delete from auth.users where id in (%s, %s)", (world.bob, world.carol))
+        tenant_total = summaries.SummaryQuery(scope="tenant", tenant_id=world.tenant, start=START, end=END)
+        by_user = tenant_total.model_copy(update={"group_by": ("user",)})
+        as_alice = Identity.user(world.alice)
+        exact = [summaries.summarize(conn, as_alice, q) for q in (tenant_total, by_user)]
+        raw = [
+            summaries.summarize(conn, as_alice, q.model_copy(update={"metadata": {}})) for q in (tenant_total, by_user)
+        ]
+        rollup_check.fold(conn)
+        kept = [
+            conn.execute(
+                psycopg.sql.SQL("select count(*) from public.{} where user_id in (%s, %s) or owner_id = %s").format(
+                    psycopg.sql.Identifier(table)
+                ),
+                (world.bob, world.carol, world.carol),
+            ).fetchone()
+            for table in ("usage_rollup_hourly", "usage_rollup_daily", "usage_rollup_deltas")
+        ]
+        differences = rollup_check.differences(conn)
+    assert exact == raw
+    assert {row.keys["user_id"] for row in exact[1]} == {world.alice, None}  # Bob's events are the tenant's now
+    assert exact[0][0].events == 44  # none of the tenant's events went with Bob
+    assert kept == [(0,), (0,), (0,)]
+    assert differences == 0
