@@ -54,6 +54,9 @@ BUCKET_EXPRESSION = sql.SQL("date_trunc(%(bucket)s, e.created_at)")
 USE_TIME_ZONE = "select set_config('TimeZone', %(tz)s, true)"
 # On a distributed database: by SET LOCAL, which Citus sends on to the workers that evaluate the buckets.
 USE_TIME_ZONE_PROPAGATED = "select usagemeter_request.set_time_zone_v1(%(tz)s)"
+# On a distributed database, for a summary over several owners in REPEATABLE READ: one connection per
+# worker, so every part of the query reads the same snapshot there (summaries._snapshot_per_worker).
+ONE_CONNECTION_PER_WORKER = "set local citus.max_adaptive_executor_pool_size = 1"
 
 # The currency of the price list (every price shares one), as the caller sees it; NULL before any price.
 PRICE_CURRENCY = "select min(p.currency) from public.usage_prices as p"

@@ -11,6 +11,8 @@ the deltas), so every source gives the numbers the raw events would.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,7 +20,7 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import errors as pgerrors
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import dict_row
 from pydantic import Field, field_validator
 
@@ -219,6 +221,27 @@ def summary_statement(
     return statement, params
 
 
+@contextmanager
+def _snapshot_per_worker(conn: psycopg.Connection[Any], *, wanted: bool) -> Iterator[None]:
+    """REPEATABLE READ for the transaction the block opens, where a summary must read one snapshot per worker.
+
+    Citus runs a summary over several owners in parts (the rollups, the deltas, the raw edges), each a
+    query of its own: under READ COMMITTED a fold committing between two parts would be counted twice or
+    not at all. In REPEATABLE READ over one connection per worker (report_sql.ONE_CONNECTION_PER_WORKER)
+    every part sees the same snapshot of its worker, where each owner's rows all are. A transaction the
+    caller holds open keeps its own level.
+    """
+    if not wanted or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        yield
+        return
+    previous = conn.isolation_level
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        yield
+    finally:
+        conn.isolation_level = previous
+
+
 def summarize(
     conn: psycopg.Connection[Any],
     identity: Identity,
@@ -250,8 +273,16 @@ def summarize(
     distributed = is_distributed(conn)
     statement, params = summary_statement(query, max_rows=max_rows, routed=distributed)
     use_time_zone = report_sql.USE_TIME_ZONE_PROPAGATED if distributed else report_sql.USE_TIME_ZONE
+    one_snapshot = distributed and query.scope == "all"  # others are one statement on one shard
     try:
-        with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
+        with (
+            _snapshot_per_worker(conn, wanted=one_snapshot),
+            conn.pipeline(),
+            acting_as(conn, identity),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            if one_snapshot:
+                cur.execute(report_sql.ONE_CONNECTION_PER_WORKER)
             cur.execute(use_time_zone, params)
             currency_row = cur.execute(report_sql.PRICE_CURRENCY).fetchone()
             rows = cur.execute(statement, params).fetchall()
