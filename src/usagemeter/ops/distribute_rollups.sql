@@ -275,3 +275,13 @@ comment on function usagemeter_request.set_time_zone_v1(text) is
   'On a Citus coordinator: sets TimeZone for the transaction with SET LOCAL, which Citus propagates to the workers (summaries'' buckets).';
 revoke all on function usagemeter_request.set_time_zone_v1(text) from public;
 grant execute on function usagemeter_request.set_time_zone_v1(text) to anon, authenticated, service_role;
+
+-- pg_cron, where present on the coordinator: the deltas are folded every minute without anyone running
+-- maintain (writers on the shards do not fold; summaries stay exact either way, but read more deltas).
+do $cron$
+begin
+  if exists (select from pg_catalog.pg_extension where extname = 'pg_cron') then
+    perform cron.schedule('usagemeter-rollup-fold', '* * * * *', 'select usagemeter_private.fold_usage_rollups_v1()');
+  end if;
+end
+$cron$;
