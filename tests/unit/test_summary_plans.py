@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from usagemeter.reporting import summaries
+from usagemeter.reporting import report_sql, summaries
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -99,3 +99,21 @@ def test_no_bucket_counts_zero_and_forty_years_of_hours_are_counted_at_once() ->
     )
     assert summaries.bucket_count(query) == 0
     assert summaries.bucket_count(query.model_copy(update={"bucket": "hour"})) == 350_640
+
+
+@pytest.mark.parametrize(("scope", "owner"), [("tenant", "%(tenant_id)s"), ("user", "%(user_id)s"), ("all", None)])
+def test_routed_summaries_name_the_owner_key_in_every_part(scope: report_sql.Scope, owner: str | None) -> None:
+    """On a distributed database a one-owner summary filters every table it reads by owner_id (one shard)."""
+    fields: dict[str, Any] = {"tenant_id": uuid.uuid4()} if scope == "tenant" else {"user_id": uuid.uuid4()}
+    query = summaries.SummaryQuery(
+        scope=scope, start=T0 + timedelta(minutes=10), end=T0 + timedelta(days=3, minutes=20), **fields
+    )
+    routed = summaries.summary_statement(query, routed=True)[0].as_string(None)
+    single = summaries.summary_statement(query)[0].as_string(None)
+    parts = routed.count(" from public.usage_")
+    assert parts == 5  # whole days, the hours before them, raw edges at both ends, and the deltas
+    assert "owner_id" not in single
+    if owner is None:
+        assert "owner_id" not in routed
+    else:
+        assert routed.count(f"e.owner_id = {owner}") == parts

@@ -18,6 +18,7 @@ from usagemeter.cli.common import DatabaseUrlOption, database, err, fail, out, r
 from usagemeter.db.identity import is_distributed
 from usagemeter.ops import distribute, partitions
 from usagemeter.ops import retention as retention_ops
+from usagemeter.reporting import rollup_check
 
 
 @contextmanager
@@ -37,6 +38,8 @@ def maintain(
 ) -> None:
     """Create the monthly partitions ahead and move rows out of the default partition; safe to run from cron.
 
+    On a distributed database it also folds the rollup deltas (writers there do not fold).
+
     On an installation converted from the unpartitioned table, the first run moves its rows into
     monthly partitions, a month per transaction, with a progress bar: writes dated in those months
     wait while their month moves; reads go on.
@@ -47,6 +50,11 @@ def maintain(
             out.print(f"created partition {name}", highlight=False)
         if is_distributed(conn):
             distribute.grant_event_shards(conn)  # shards a rebalance or a split made since
+            # writers on the shards only append deltas there (no fold can run on a shard): fold them here
+            folded = rollup_check.fold(conn)
+            out.print(
+                f"folded {folded:,} rollup deltas" if folded is not None else "a fold is running", highlight=False
+            )
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
         ) as bar:

@@ -3,8 +3,9 @@
 Runs on the coordinator, as a superuser, after `db migrate`, in one transaction: distribute.sql
 adds the owner key, distributes usage_events and its key guard by it, makes tenants, members,
 users, prices, budgets and closed periods reference tables, and remakes the policies in a form
-Citus accepts. Then, what needs values of this installation: the request roles `anon`,
-`authenticated` and `service_role` get a login with a random password that only Citus knows
+Citus accepts; distribute_rollups.sql lays the rollups out with the ledger. Then, what needs
+values of this installation: the request roles `anon`, `authenticated` and `service_role` get a
+login with a random password that only Citus knows
 (pg_dist_authinfo), since Citus opens the worker connections of a request as its role; and the
 database propagates `SET LOCAL` to the workers, which is how acting_as sends the request's claims.
 """
@@ -23,6 +24,7 @@ from usagemeter.db import sql
 queries = sql.load_queries("usagemeter.ops")
 DISTRIBUTE_SQL = sql.read_sql_file("usagemeter.ops", "distribute.sql")
 FUNCTIONS_SQL = sql.read_sql_file("usagemeter.ops", "distribute_functions.sql")
+ROLLUPS_SQL = sql.read_sql_file("usagemeter.ops", "distribute_rollups.sql")
 REQUEST_ROLES = ("anon", "authenticated", "service_role")
 
 
@@ -47,6 +49,7 @@ def distribute(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute(DISTRIBUTE_SQL)
         conn.execute(FUNCTIONS_SQL)
+        conn.execute(ROLLUPS_SQL)
         for role in REQUEST_ROLES:
             password = secrets.token_urlsafe(24)
             conn.execute(

@@ -101,9 +101,11 @@ begin
 end
 $fn$;
 
--- Not carried onto the cluster yet (docs/distributed.md, "What does not work yet"): the rollup
--- deltas and the budget counters. Their triggers go; so that nothing answers wrong, the rollups are
--- closed to every API role and a budget cannot be created (one made before is refused above).
+-- Not carried onto the cluster yet (docs/distributed.md, "What does not work yet"): the budget counters.
+-- Their triggers go; so that nothing answers wrong, a budget cannot be created (one made before is refused
+-- above). The rollups' delta triggers stay (distribute_rollups.sql rewrites their function for shards);
+-- the fold-on-user-deletion trigger and the tenant-deletion trigger go (foreign keys with on delete cascade
+-- take the tenant's part).
 do $$
 begin
   if exists (select from public.usage_budgets) then
@@ -112,18 +114,13 @@ begin
   end if;
 end
 $$;
-drop trigger usage_rollup_after_insert on public.usage_events;
-drop trigger usage_rollup_after_update on public.usage_events;
-drop trigger usage_rollup_after_delete on public.usage_events;
 drop trigger usage_rollup_zz_forget_emptied_users_after_update on public.usage_events;
 drop trigger usage_rollup_zz_forget_emptied_users_after_delete on public.usage_events;
 drop trigger usage_budgets_after_insert on public.usage_events;
 drop trigger usage_budgets_after_update on public.usage_events;
 drop trigger usage_budgets_after_delete on public.usage_events;
 drop trigger usage_rollups_forget_deleted_tenants on public.tenants;
-revoke select on public.usage_rollup_hourly, public.usage_rollup_daily, public.usage_rollup_tenant_daily,
-  public.usage_rollup_deltas, public.usage_budget_counters, public.usage_budget_alerts
-  from anon, authenticated, service_role;
+revoke select on public.usage_budget_counters, public.usage_budget_alerts from anon, authenticated, service_role;
 revoke insert on public.usage_budgets from service_role;
 
 -- Policies: Citus cannot create a policy holding a subquery on a distributed (or reference) table, nor

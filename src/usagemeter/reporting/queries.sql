@@ -136,3 +136,57 @@ group by 1, 2, 3, 4, 5, 6
 select month_start, month_end, archived from public.usage_archived_months_v1()
 where month_start < %(end)s and month_end > %(start)s
 order by month_start
+
+-- clear_rollups_distributed --
+-- As clear_rollups, on a database distributed by owner: the archived months are read once on the coordinator
+-- (Citus runs no volatile function as a table on the shards), then every shard deletes what is not in them.
+with archived as materialized (select month_start, month_end from public.usage_archived_months_v1())
+delete from public.usage_rollup_deltas as r
+  where not exists (select from archived as a where r.bucket >= a.month_start and r.bucket < a.month_end);
+with archived as materialized (select month_start, month_end from public.usage_archived_months_v1())
+delete from public.usage_rollup_hourly as r
+  where not exists (select from archived as a where r.bucket >= a.month_start and r.bucket < a.month_end);
+with archived as materialized (select month_start, month_end from public.usage_archived_months_v1())
+delete from public.usage_rollup_daily as r
+  where not exists (select from archived as a where r.day >= a.month_start and r.day < a.month_end);
+with archived as materialized (select month_start, month_end from public.usage_archived_months_v1())
+delete from public.usage_rollup_tenant_daily as r
+  where not exists (select from archived as a where r.day >= a.month_start and r.day < a.month_end)
+
+-- rebuild_hourly_rollup_distributed --
+-- As rebuild_hourly_rollup, on a database distributed by owner (docs/distributed.md): each group names its
+-- owner_id, so Citus runs the INSERT ... SELECT on every shard at once (the rollup is co-located with the events).
+with archived as materialized (select month_start, month_end from public.usage_archived_months_v1())
+insert into public.usage_rollup_hourly
+  (owner_id, bucket, tenant_id, user_id, action, module_id, model, events, tokens_input, tokens_output,
+   tokens_total, cost)
+select owner_id, date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, split_part(action, ':', 1),
+       model, sum(event_count), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)
+from public.usage_events as e
+where not exists (select from archived as a where e.created_at >= a.month_start and e.created_at < a.month_end)
+group by owner_id, date_trunc('hour', created_at, 'UTC'), tenant_id, user_id, action, model
+having (sum(event_count), sum(tokens_input), sum(tokens_output), sum(cost)) <> (0, 0, 0, 0)
+
+-- rebuild_daily_rollup_distributed --
+-- As rebuild_daily_rollup, naming owner_id (co-located, on every shard at once).
+with archived as materialized (select month_start, month_end from public.usage_archived_months_v1())
+insert into public.usage_rollup_daily
+  (owner_id, day, tenant_id, user_id, action, module_id, model, events, tokens_input, tokens_output, tokens_total,
+   cost)
+select owner_id, date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id, model,
+       sum(events), sum(tokens_input), sum(tokens_output), sum(tokens_total), sum(cost)
+from public.usage_rollup_hourly as r
+where not exists (select from archived as a where r.bucket >= a.month_start and r.bucket < a.month_end)
+group by owner_id, date_trunc('day', bucket, 'UTC'), tenant_id, user_id, action, module_id, model
+
+-- rebuild_tenant_daily_rollup_distributed --
+-- As rebuild_tenant_daily_rollup, naming owner_id (co-located, on every shard at once).
+with archived as materialized (select month_start, month_end from public.usage_archived_months_v1())
+insert into public.usage_rollup_tenant_daily
+  (owner_id, day, tenant_id, action, module_id, model, events, tokens_input, tokens_output, tokens_total, cost)
+select owner_id, day, tenant_id, action, module_id, model, sum(events), sum(tokens_input), sum(tokens_output),
+       sum(tokens_total), sum(cost)
+from public.usage_rollup_daily as r
+where tenant_id is not null
+  and not exists (select from archived as a where r.day >= a.month_start and r.day < a.month_end)
+group by owner_id, day, tenant_id, action, module_id, model

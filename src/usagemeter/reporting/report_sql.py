@@ -31,6 +31,14 @@ SCOPE_FILTERS: dict[Scope, sql.Composable] = {
     "all": sql.SQL("true"),  # what the caller may see: RLS decides
 }
 
+# On a database distributed by owner (docs/distributed.md), a one-tenant or one-user scope also names the
+# owner key, which every table a summary reads carries there: the query is then one task on that owner's
+# shard instead of one per shard.
+OWNER_FILTERS: dict[Scope, sql.Composable] = {
+    "tenant": sql.SQL("e.owner_id = %(tenant_id)s"),
+    "user": sql.SQL("e.owner_id = %(user_id)s"),
+}
+
 # Optional filters, each used only when its parameter is given.
 OPTIONAL_FILTERS: dict[str, sql.Composable] = {
     "action": sql.SQL("e.action = %(action)s"),
@@ -44,16 +52,32 @@ OPTIONAL_FILTERS: dict[str, sql.Composable] = {
 BUCKET_EXPRESSION = sql.SQL("date_trunc(%(bucket)s, e.created_at)")
 
 USE_TIME_ZONE = "select set_config('TimeZone', %(tz)s, true)"
+# On a distributed database: by SET LOCAL, which Citus sends on to the workers that evaluate the buckets.
+USE_TIME_ZONE_PROPAGATED = "select usagemeter_request.set_time_zone_v1(%(tz)s)"
+# On a distributed database, for a summary over several owners in REPEATABLE READ: one connection per
+# worker, so every part of the query reads the same snapshot there (summaries._snapshot_per_worker).
+ONE_CONNECTION_PER_WORKER = "set local citus.max_adaptive_executor_pool_size = 1"
 
 # The currency of the price list (every price shares one), as the caller sees it; NULL before any price.
 PRICE_CURRENCY = "select min(p.currency) from public.usage_prices as p"
 
 
 def where_clause(
-    scope: Scope, filters: Sequence[str], *, time_column: str = "created_at", start: str = "start", end: str = "end"
+    scope: Scope,
+    filters: Sequence[str],
+    *,
+    time_column: str = "created_at",
+    start: str = "start",
+    end: str = "end",
+    routed: bool = False,
 ) -> sql.Composed:
-    """Scope, time range and filters on alias `e` (the raw table, or the rollup with its `bucket`)."""
+    """Scope, time range and filters on alias `e` (the raw table, or the rollup with its `bucket`).
+
+    `routed` adds the owner key of a one-tenant or one-user scope (a distributed database only).
+    """
+    owner = [OWNER_FILTERS[scope]] if routed and scope in OWNER_FILTERS else []
     parts = [
+        *owner,
         SCOPE_FILTERS[scope],
         sql.SQL("e.{} >= {}").format(sql.Identifier(time_column), sql.Placeholder(start)),
         sql.SQL("e.{} < {}").format(sql.Identifier(time_column), sql.Placeholder(end)),
@@ -104,7 +128,7 @@ SOURCE_PARTS: dict[str, tuple[sql.SQL, str, str, str]] = {
 ROLLUP_DELTAS = (DELTA_ROWS, "bucket", "full_start", "full_end")
 
 
-def events_source(scope: Scope, filters: Sequence[str], parts: Sequence[str]) -> sql.Composed:
+def events_source(scope: Scope, filters: Sequence[str], parts: Sequence[str], *, routed: bool = False) -> sql.Composed:
     """The rows a summary adds up, as (created_at, ..., events, tokens...), from the given parts.
 
     The caller picks the parts that cover [start, end) exactly once and are not empty: e.g. the
@@ -116,13 +140,19 @@ def events_source(scope: Scope, filters: Sequence[str], parts: Sequence[str]) ->
     if any(not part.startswith("raw") for part in parts):
         pieces.append(ROLLUP_DELTAS)
     return sql.SQL(" union all ").join(
-        table.format(where_clause(scope, filters, time_column=column, start=start, end=end))
+        table.format(where_clause(scope, filters, time_column=column, start=start, end=end, routed=routed))
         for table, column, start, end in pieces
     )
 
 
 def summary_query(
-    scope: Scope, filters: Sequence[str], group_by: Sequence[GroupKey], *, bucketed: bool, parts: Sequence[str]
+    scope: Scope,
+    filters: Sequence[str],
+    group_by: Sequence[GroupKey],
+    *,
+    bucketed: bool,
+    parts: Sequence[str],
+    routed: bool = False,
 ) -> sql.Composed:
     """Totals per group (and per bucket); with buckets, every group gets every bucket, zero-filled.
 
@@ -150,7 +180,7 @@ def summary_query(
         keys=select_keys,
         comma=sql.SQL(", ") if keys else sql.SQL(""),
         totals=totals,
-        source=events_source(scope, filters, parts),
+        source=events_source(scope, filters, parts, routed=routed),
         group=group if keys else sql.SQL(""),
     )
     positions = [sql.SQL(str(i + 1)) for i in range(len(key_names))]

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from usagemeter.db import sql
+from usagemeter.db.identity import is_distributed
 
 queries = sql.load_queries("usagemeter.reporting")
 
@@ -35,6 +36,13 @@ def rebuild(conn: psycopg.Connection[Any]) -> int:
     with conn.transaction():
         conn.execute(queries["lock_rollups_for_rebuild"])
         conn.execute(queries["lock_usage_for_rebuild"])
+        # on a distributed database the rollups' rows name their owner_id (docs/distributed.md)
+        if is_distributed(conn):
+            conn.execute(queries["clear_rollups_distributed"])
+            hours = conn.execute(queries["rebuild_hourly_rollup_distributed"]).rowcount
+            conn.execute(queries["rebuild_daily_rollup_distributed"])
+            conn.execute(queries["rebuild_tenant_daily_rollup_distributed"])
+            return hours
         conn.execute(queries["clear_rollups"])
         hours = conn.execute(queries["rebuild_hourly_rollup"]).rowcount
         conn.execute(queries["rebuild_daily_rollup"])

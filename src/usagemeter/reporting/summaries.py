@@ -11,6 +11,8 @@ the deltas), so every source gives the numbers the raw events would.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,11 +20,12 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import errors as pgerrors
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import dict_row
 from pydantic import Field, field_validator
 
 from usagemeter.db import Identity, acting_as
+from usagemeter.db.identity import is_distributed
 from usagemeter.reporting import archives, report_sql
 from usagemeter.reporting.filters import ReportError, UsageFilter, time_zone
 
@@ -196,16 +199,47 @@ def _refuse_raw_reads_of_archived_months(conn: psycopg.Connection[Any], identity
         )
 
 
-def summary_statement(query: SummaryQuery, *, max_rows: int = MAX_ROWS) -> tuple[sql.Composed, dict[str, Any]]:
-    """The summary's SQL and parameters (summarize runs it after setting the session's time zone)."""
+def summary_statement(
+    query: SummaryQuery, *, max_rows: int = MAX_ROWS, routed: bool = False
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The summary's SQL and parameters (summarize runs it after setting the session's time zone).
+
+    `routed`: on a distributed database, a one-tenant or one-user summary names the owner key too.
+    """
     plan = source_plan(query)
     statement = report_sql.summary_query(
-        query.scope, query.active_filters(), query.group_by, bucketed=query.bucket is not None, parts=plan.parts
+        query.scope,
+        query.active_filters(),
+        query.group_by,
+        bucketed=query.bucket is not None,
+        parts=plan.parts,
+        routed=routed,
     )
     params = {**query.parameters(), "bucket": query.bucket, "tz": query.tz, "full_start": plan.full_start,
               "full_end": plan.full_end, "day_start": plan.day_start, "day_end": plan.day_end,
               "top": query.top, "row_limit": max_rows + 1}  # fmt: skip
     return statement, params
+
+
+@contextmanager
+def _snapshot_per_worker(conn: psycopg.Connection[Any], *, wanted: bool) -> Iterator[None]:
+    """REPEATABLE READ for the transaction the block opens, where a summary must read one snapshot per worker.
+
+    Citus runs a summary over several owners in parts (the rollups, the deltas, the raw edges), each a
+    query of its own: under READ COMMITTED a fold committing between two parts would be counted twice or
+    not at all. In REPEATABLE READ over one connection per worker (report_sql.ONE_CONNECTION_PER_WORKER)
+    every part sees the same snapshot of its worker, where each owner's rows all are. A transaction the
+    caller holds open keeps its own level.
+    """
+    if not wanted or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        yield
+        return
+    previous = conn.isolation_level
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        yield
+    finally:
+        conn.isolation_level = previous
 
 
 def summarize(
@@ -236,10 +270,20 @@ def summarize(
             " (max_buckets): use a coarser bucket or a shorter range"
         )
     _refuse_raw_reads_of_archived_months(conn, identity, source_plan(query))
-    statement, params = summary_statement(query, max_rows=max_rows)
+    distributed = is_distributed(conn)
+    statement, params = summary_statement(query, max_rows=max_rows, routed=distributed)
+    use_time_zone = report_sql.USE_TIME_ZONE_PROPAGATED if distributed else report_sql.USE_TIME_ZONE
+    one_snapshot = distributed and query.scope == "all"  # others are one statement on one shard
     try:
-        with conn.pipeline(), acting_as(conn, identity), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(report_sql.USE_TIME_ZONE, params)
+        with (
+            _snapshot_per_worker(conn, wanted=one_snapshot),
+            conn.pipeline(),
+            acting_as(conn, identity),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            if one_snapshot:
+                cur.execute(report_sql.ONE_CONNECTION_PER_WORKER)
+            cur.execute(use_time_zone, params)
             currency_row = cur.execute(report_sql.PRICE_CURRENCY).fetchone()
             rows = cur.execute(statement, params).fetchall()
     except pgerrors.InvalidParameterValue as failure:
