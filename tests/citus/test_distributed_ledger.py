@@ -20,12 +20,13 @@ from tests import factories
 from tests.citus.conftest import DistributedDatabase
 from usagemeter import Recorder, db, errors
 from usagemeter.billing import corrections
-from usagemeter.db import Identity
+from usagemeter.db import Identity, acting_as
 from usagemeter.ops import partitions
 from usagemeter.recording import writer
 from usagemeter.recording.event import UsageEvent
 from usagemeter.recording.recorder import AsyncRecorder
 from usagemeter.reporting import exporting, listing
+from usagemeter.tenancy import tenants
 
 ACTION = "agency:scope:generate"
 
@@ -358,3 +359,22 @@ def test_async_recorder_group_commits_on_the_cluster(distributed: DistributedDat
         ).fetchall()
     assert len(set(ids)) == 50  # each key's two calls answered with one event
     assert sorted(stored) == sorted([(tenant, 37), (alice, 13)])
+
+
+def test_tenants_and_members_are_managed_through_the_api_roles(distributed: DistributedDatabase) -> None:
+    """Writes to reference tables with foreign keys (tenants, members) as the service role and as an owner."""
+    with db.connect(distributed.url, autocommit=True) as owner:
+        alice, bob = factories.add_user(owner), factories.add_user(owner)
+    slug = f"cluster-{uuid.uuid4().hex[:10]}"
+    with db.connect(distributed.app_url, autocommit=True) as app:
+        made = tenants.create_tenant(app, Identity.service(), name="On the cluster", slug=slug, owner_user_id=alice)
+        tenants.add_member(app, Identity.user(alice), tenant_id=made.id, user_id=bob, role="member")
+        members = tenants.list_members(app, Identity.user(bob), made.id)
+        with pytest.raises(errors.PermissionDenied):
+            tenants.add_member(app, Identity.user(bob), tenant_id=made.id, user_id=bob, role="owner")
+        with acting_as(app, Identity.user(bob)):
+            app.execute(
+                "insert into public.usage_events (owner_id, tenant_id, user_id, action) values (%s, %s, %s, %s)",
+                (made.id, made.id, bob, ACTION),
+            )
+    assert sorted((m.user_id, m.role) for m in members) == sorted([(alice, "owner"), (bob, "member")])

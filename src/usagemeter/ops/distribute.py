@@ -13,7 +13,7 @@ database propagates `SET LOCAL` to the workers, which is how acting_as sends the
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql as pgsql
@@ -26,6 +26,17 @@ DISTRIBUTE_SQL = sql.read_sql_file("usagemeter.ops", "distribute.sql")
 FUNCTIONS_SQL = sql.read_sql_file("usagemeter.ops", "distribute_functions.sql")
 ROLLUPS_SQL = sql.read_sql_file("usagemeter.ops", "distribute_rollups.sql")
 REQUEST_ROLES = ("anon", "authenticated", "service_role")
+# The settings of db distribute's transaction, each a statement of its own (Citus forwards a propagated SET
+# as the text of the whole statement string it came in): writes to the shards at once, the triggers kept
+# on usage_events distributed with it, and replica mode on the coordinator and the workers, so that
+# Citus's copy of the existing rows into the shards fires none of the ledger's triggers (they would book
+# rows on closed statements again, re-rate them, refuse correction entries).
+TRANSACTION_SETTINGS: tuple[LiteralString, ...] = (
+    "set local citus.multi_shard_modify_mode = 'sequential'",
+    "set local citus.enable_unsafe_triggers = on",
+    "set local citus.propagate_set_commands = 'local'",
+    "set local session_replication_role = replica",
+)
 
 
 def check_ready(conn: psycopg.Connection[Any]) -> None:
@@ -47,6 +58,8 @@ def distribute(conn: psycopg.Connection[Any]) -> None:
     """Lay the migrated schema out on the cluster (autocommit connection as a superuser on the coordinator)."""
     check_ready(conn)
     with conn.transaction():
+        for setting in TRANSACTION_SETTINGS:
+            conn.execute(setting)
         conn.execute(DISTRIBUTE_SQL)
         conn.execute(FUNCTIONS_SQL)
         conn.execute(ROLLUPS_SQL)
@@ -64,6 +77,15 @@ def distribute(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
         pgsql.SQL("alter database {} set citus.propagate_set_commands = 'local'").format(pgsql.Identifier(database[0]))
     )
+    for role in REQUEST_ROLES:
+        # A write to a reference table with foreign keys to others (a closed period, a tenant's member, a
+        # budget) makes Citus lock the referenced tables' shards as the writer, which it allows only to roles
+        # that may write those tables (auth.users, tenants): skip that check for the request roles here.
+        conn.execute(
+            pgsql.SQL("alter role {} in database {} set citus.skip_advisory_lock_permission_checks = on").format(
+                pgsql.Identifier(role), pgsql.Identifier(database[0])
+            )
+        )
 
 
 def grant_event_shards(conn: psycopg.Connection[Any]) -> None:

@@ -8,11 +8,9 @@
 -- a CHECK constraint and written by clients explicitly: Citus refuses a NULL, generated or
 -- trigger-filled distribution column. Both are distributed by it, co-located.
 
--- Writes in this transaction go to the shards at once; the triggers kept on usage_events are
--- distributed with it (each fires on the shard holding the row).
-set local citus.multi_shard_modify_mode = 'sequential';
-set local citus.enable_unsafe_triggers = on;
-set local session_replication_role = replica;  -- the backfill below must not fire the ledger's triggers
+-- distribute.py sets, before this script, for its transaction: writes go to the shards at once
+-- (sequential mode); the triggers kept on usage_events are distributed with it (each fires on the shard
+-- holding the row); replica mode (TRANSACTION_SETTINGS there).
 
 do $$
 begin

@@ -332,3 +332,50 @@ begin
   return null;
 end
 $$;
+
+-- Booking a late entry (closed statement periods): the same rules. An entry booked into another month is
+-- written again, as on one node, but here the trigger runs on a shard: the row goes into the parent shard
+-- of the partition shard it fires on (the same owner, so the same shard group on this worker), with its
+-- owner_id, by a local INSERT that Citus does not route again.
+create or replace function usagemeter_private.book_usage_event_v1() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+declare
+  booked timestamptz;
+  writer text := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user);
+  parent_shard regclass;
+begin
+  if tg_op = 'INSERT' then
+    booked := usagemeter_private.first_open_moment_v1(new.tenant_id, new.user_id, new.created_at);
+    if booked = new.created_at then
+      return new;
+    end if;
+    new.occurred_at := coalesce(new.occurred_at, new.created_at);
+    new.created_at := booked;
+    if pg_catalog.date_trunc('month', booked, 'UTC') = pg_catalog.date_trunc('month', new.occurred_at, 'UTC') then
+      return new;
+    end if;
+    if not exists (select from pg_catalog.pg_roles as r where r.rolname = writer and (r.rolsuper or r.rolbypassrls)) then
+      raise exception 'usagemeter: event dated % is in a closed statement period; only the service role may book it into the next open month', new.occurred_at
+        using errcode = '42501';
+    end if;
+    select i.inhparent::regclass into strict parent_shard from pg_catalog.pg_inherits as i where i.inhrelid = tg_relid;
+    execute pg_catalog.format(
+      'insert into %s (owner_id, id, tenant_id, user_id, action, module_id, tokens_input, tokens_output, metadata,'
+      ' created_at, idempotency_key, cost, corrects_event_id, correction_kind, correction_reason, recorded_at,'
+      ' occurred_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)',
+      parent_shard)
+    using new.owner_id, new.id, new.tenant_id, new.user_id, new.action, new.module_id, new.tokens_input,
+          new.tokens_output, new.metadata, new.created_at, new.idempotency_key, new.cost, new.corrects_event_id,
+          new.correction_kind, new.correction_reason, new.recorded_at, new.occurred_at;
+    return null;
+  end if;
+  if pg_catalog.pg_trigger_depth() <= 1
+     and usagemeter_private.first_open_moment_v1(old.tenant_id, old.user_id, old.created_at) <> old.created_at then
+    raise exception 'usagemeter: event % is on a closed statement (%); it cannot be changed', old.id, old.created_at
+      using errcode = '42501', hint = 'Void or amend it: the correction is booked in the first open month.';
+  end if;
+  return case when tg_op = 'DELETE' then old else new end;
+end
+$$;
