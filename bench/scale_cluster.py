@@ -104,6 +104,28 @@ def ingest(layout: Layout, events: int) -> float:
     return per_thread * THREADS / (time.perf_counter() - started)
 
 
+# Bytes the ledger takes: its monthly tables (heap and indexes) and the key table, on every node.
+SINGLE_BYTES = (
+    "select sum(pg_total_relation_size(c.oid)) from pg_class as c"
+    " join pg_namespace as n on n.oid = c.relnamespace and n.nspname = 'usagemeter_private'"
+    " where c.relkind = 'r' and (c.relname like 'usage\\_events\\_%' or c.relname = 'usage_event_keys')"
+)
+CLUSTER_BYTES = (
+    "select sum(citus_total_relation_size(logicalrelid)) from pg_dist_partition"
+    " where logicalrelid::text like 'usagemeter\\_private.usage\\_events\\_%'"
+    " or logicalrelid = 'usagemeter_private.usage_event_keys'::regclass"
+)
+
+
+def bytes_per_event(layout: Layout, query: str) -> float:
+    with db.connect(layout.url, autocommit=True) as conn:
+        size = conn.execute(query).fetchone()
+        rows = conn.execute("select count(*) from public.usage_events").fetchone()
+    assert size is not None
+    assert rows is not None
+    return int(size[0]) / int(rows[0])
+
+
 def tenant_summary(layout: Layout, repeat: int) -> tuple[harness.Timing, list[Any]]:
     tenant, user = layout.members[0]
     start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -140,6 +162,7 @@ def measure(*, events: int, repeat: int, citus_dir: Path, console: Console) -> d
             with db.connect(layout.url, autocommit=True) as conn:
                 conn.execute("select usagemeter_private.fold_usage_rollups_v1()")
                 conn.execute("analyze")
+        single_bytes, cluster_bytes = bytes_per_event(single, SINGLE_BYTES), bytes_per_event(clustered, CLUSTER_BYTES)
         single_timing, single_rows = tenant_summary(single, repeat)
         cluster_timing, cluster_rows = tenant_summary(clustered, repeat)
     if single_rows != cluster_rows:
@@ -155,6 +178,8 @@ def measure(*, events: int, repeat: int, citus_dir: Path, console: Console) -> d
         "single_tenant_summary_ms": round(single_timing.p50, 2),
         "cluster_tenant_summary_ms": round(cluster_timing.p50, 2),
         "cluster_vs_single_tenant_summary": round(single_timing.p50 / cluster_timing.p50, 2),
+        "single_ledger_bytes_per_event": round(single_bytes),
+        "cluster_ledger_bytes_per_event": round(cluster_bytes),
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 from tests import factories
 from tests.citus.conftest import DistributedDatabase
@@ -25,7 +26,7 @@ from usagemeter.ops import partitions
 from usagemeter.recording import writer
 from usagemeter.recording.event import UsageEvent
 from usagemeter.recording.recorder import AsyncRecorder
-from usagemeter.reporting import exporting, listing
+from usagemeter.reporting import exporting, listing, report_sql
 from usagemeter.tenancy import tenants
 
 ACTION = "agency:scope:generate"
@@ -155,7 +156,17 @@ def test_listings_and_exports_show_a_member_their_tenant_only(distributed: Distr
             "jsonl",
             io.BytesIO(),
         )
+    # The product's statements name the owner key on the cluster: one task, on the tenant's shard.
+    plans = []
+    with db.connect(distributed.url, autocommit=True) as owner:
+        for statement in (
+            report_sql.listing_query("tenant", [], routed=True),
+            report_sql.export_query("tenant", [], report_sql.EXPORT_COLUMNS, routed=True),
+        ):
+            params = {**query.parameters(), "limit": 3}
+            plans.append("\n".join(row[0] for row in owner.execute(pgsql.SQL("explain {}").format(statement), params)))
     listed = [event for page in pages for event in page]
+    assert all("Task Count: 1\n" in plan for plan in plans), plans
     assert [len(page) for page in pages] == [3, 3, 1]
     assert sorted(event.tokens_input for event in listed) == list(range(7))
     assert exported == 7

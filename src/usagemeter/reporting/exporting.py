@@ -16,6 +16,7 @@ from psycopg import sql as pgsql
 
 from usagemeter import ledger, ledger_parquet
 from usagemeter.db import Identity, acting_as
+from usagemeter.db.identity import is_distributed
 from usagemeter.reporting import report_sql
 from usagemeter.reporting.filters import UsageFilter
 
@@ -34,9 +35,12 @@ def export_events(
     progress: Progress | None = None,
 ) -> int:
     """Write the events of `query` to `sink`; returns how many were written."""
-    export = _Export(conn, query, query.active_filters(), query.parameters(), sink, progress or (lambda rows: None))
+    distributed = is_distributed(conn)
+    export = _Export(conn, query, query.active_filters(), query.parameters(), sink, progress or (lambda rows: None),
+                     routed=distributed)  # fmt: skip
     with acting_as(conn, identity):
-        conn.execute(report_sql.USE_TIME_ZONE, {"tz": "UTC"})  # times print as UTC, whatever the server's zone
+        # Times print as UTC, whatever the server's zone (and on a cluster, the workers' that format them).
+        conn.execute(report_sql.USE_TIME_ZONE_PROPAGATED if distributed else report_sql.USE_TIME_ZONE, {"tz": "UTC"})
         writers = {"csv": export.csv, "jsonl": export.jsonl, "parquet": export.parquet}
         return writers[fmt]()
 
@@ -51,10 +55,14 @@ class _Export:
     params: dict[str, Any]
     sink: IO[bytes]
     report: Progress
+    routed: bool  # a distributed database: a one-tenant or one-user export names the owner key (one shard)
+
+    def _statement(self, columns: pgsql.Composable) -> pgsql.Composed:
+        return report_sql.export_query(self.query.scope, self.filters, columns, routed=self.routed)
 
     def csv(self) -> int:
         statement = pgsql.SQL("copy ({}) to stdout with (format csv, header)").format(
-            report_sql.export_query(self.query.scope, self.filters, report_sql.EXPORT_COLUMNS)
+            self._statement(report_sql.EXPORT_COLUMNS)
         )
         rows = -1  # the header line; no value holds a raw newline (jsonb escapes them, CHECKs forbid them)
         with self.conn.cursor() as cur, cur.copy(statement, self.params) as copy:
@@ -65,7 +73,7 @@ class _Export:
         return max(rows, 0)
 
     def jsonl(self) -> int:
-        statement = report_sql.export_query(self.query.scope, self.filters, report_sql.EXPORT_JSON_OBJECT)
+        statement = self._statement(report_sql.EXPORT_JSON_OBJECT)
         rows = 0
         with self.conn.cursor(name="usagemeter_export") as cur:
             cur.itersize = CHUNK_ROWS
@@ -77,5 +85,5 @@ class _Export:
         return rows
 
     def parquet(self) -> int:
-        statement = report_sql.export_query(self.query.scope, self.filters, report_sql.EXPORT_ARROW_COLUMNS)
+        statement = self._statement(report_sql.EXPORT_ARROW_COLUMNS)
         return ledger_parquet.write(self.conn, statement, self.params, ledger.EXPORTED, self.sink, report=self.report)

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
 from usagemeter.db import Identity, acting_as
+from usagemeter.db.identity import is_distributed
 from usagemeter.reporting import report_sql
 from usagemeter.reporting.filters import ReportError, UsageFilter, in_reportable_range
 
@@ -97,7 +98,7 @@ def list_events(
     if cursor is not None:
         params["after_time"], params["after_id"] = decode_cursor(cursor)
         filters.append("after")
-    statement = report_sql.listing_query(query.scope, filters)
+    statement = report_sql.listing_query(query.scope, filters, routed=is_distributed(conn))
     upper = query.end
     if cursor is not None and params["after_time"] < query.end:
         upper = params["after_time"] + timedelta(microseconds=1)

@@ -216,12 +216,12 @@ def summary_query(
     )
 
 
-def listing_query(scope: Scope, filters: Sequence[str]) -> sql.Composed:
+def listing_query(scope: Scope, filters: Sequence[str], *, routed: bool = False) -> sql.Composed:
     """One page of events, newest first, after the cursor when given (keyset pagination)."""
     return sql.SQL(
         "select {columns} from public.usage_events as e where {where}"
         " order by e.created_at desc, e.id desc limit %(limit)s"
-    ).format(columns=EXPORT_COLUMNS, where=where_clause(scope, filters))
+    ).format(columns=EXPORT_COLUMNS, where=where_clause(scope, filters, routed=routed))
 
 
 # The exported columns (usagemeter.ledger), as rows and as one JSON object per event built by the server.
@@ -235,8 +235,10 @@ EXPORT_JSON_OBJECT = sql.SQL("json_build_object({})::text").format(
 EXPORT_ARROW_COLUMNS = ledger_parquet.arrow_select_list(ledger.EXPORTED)
 
 
-def export_query(scope: Scope, filters: Sequence[str], columns: sql.Composable) -> sql.Composed:
+def export_query(
+    scope: Scope, filters: Sequence[str], columns: sql.Composable, *, routed: bool = False
+) -> sql.Composed:
     """Every event in the filter, oldest first, for streaming out (COPY or a server-side cursor)."""
     return sql.SQL("select {columns} from public.usage_events as e where {where} order by e.created_at, e.id").format(
-        columns=columns, where=where_clause(scope, filters)
+        columns=columns, where=where_clause(scope, filters, routed=routed)
     )
