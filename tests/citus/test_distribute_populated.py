@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from tests import citus_cluster, factories
+from tests.citus.conftest import DistributedDatabase
 from usagemeter import db
 from usagemeter.billing import statements
 from usagemeter.db import Identity, acting_as
@@ -56,7 +57,9 @@ def _summaries(app: psycopg.Connection[Any], tenant: uuid.UUID, alice: uuid.UUID
     return found
 
 
-def test_distributing_a_database_in_use_changes_no_row_and_no_answer(citus: citus_cluster.CitusCluster) -> None:
+def test_distributing_a_database_in_use_changes_no_row_and_no_answer(
+    citus: citus_cluster.CitusCluster, distributed: DistributedDatabase
+) -> None:
     name = f"um_populated_{uuid.uuid4().hex[:8]}"
     url = citus.create_database(name)
     try:
@@ -95,8 +98,13 @@ def test_distributing_a_database_in_use_changes_no_row_and_no_answer(citus: citu
         with db.connect(citus.app_url(name), autocommit=True) as app:
             after_answers = _summaries(app, tenant, alice)
             after_statement = statements.statement(app, Identity.user(alice), tenant_id=tenant, month=CLOSED)
+        # The tier's first distributed database still reaches its workers as a request role: the second
+        # db distribute on this server reused the node passwords the first one stored (roles are the server's).
+        with db.connect(distributed.app_url, autocommit=True) as app, acting_as(app, Identity.service()):
+            first_database = app.execute("select count(*) >= 0 from public.usage_events").fetchone()
     finally:
         citus.drop_database(name)
+    assert first_database == (True,)
     assert booked == (NEXT_START,)
     assert len(before_rows) == 15  # 10 + 1 personal + the late one + a void entry + 2 now
     assert any(row[11] == "void" for row in before_rows)

@@ -25,6 +25,7 @@ queries = sql.load_queries("usagemeter.ops")
 DISTRIBUTE_SQL = sql.read_sql_file("usagemeter.ops", "distribute.sql")
 FUNCTIONS_SQL = sql.read_sql_file("usagemeter.ops", "distribute_functions.sql")
 ROLLUPS_SQL = sql.read_sql_file("usagemeter.ops", "distribute_rollups.sql")
+BUDGETS_SQL = sql.read_sql_file("usagemeter.ops", "distribute_budgets.sql")
 REQUEST_ROLES = ("anon", "authenticated", "service_role")
 # The settings of db distribute's transaction, each a statement of its own (Citus forwards a propagated SET
 # as the text of the whole statement string it came in): writes to the shards at once, the triggers kept
@@ -63,8 +64,9 @@ def distribute(conn: psycopg.Connection[Any]) -> None:
         conn.execute(DISTRIBUTE_SQL)
         conn.execute(FUNCTIONS_SQL)
         conn.execute(ROLLUPS_SQL)
+        conn.execute(BUDGETS_SQL)
         for role in REQUEST_ROLES:
-            password = secrets.token_urlsafe(24)
+            password = _password_in_use(conn, role) or secrets.token_urlsafe(24)
             conn.execute(
                 pgsql.SQL("alter role {} with login password {}").format(
                     pgsql.Identifier(role), pgsql.Literal(password)
@@ -86,6 +88,30 @@ def distribute(conn: psycopg.Connection[Any]) -> None:
                 pgsql.Identifier(role), pgsql.Identifier(database[0])
             )
         )
+
+
+def _password_in_use(conn: psycopg.Connection[Any], role: str) -> str | None:
+    """The node password `role` already logs in with, from another distributed database of this server.
+
+    Roles are the server's, pg_dist_authinfo is each database's: a second database distributed on the
+    same cluster must give Citus the password the first one stored, not set a new one (which would
+    lock the first database's requests out of the workers).
+    """
+    can_login = conn.execute(queries["role_can_login"], {"role": role}).fetchone()
+    if not (can_login and can_login[0]):
+        return None
+    here = conn.execute("select current_database()").fetchone()
+    for (database,) in conn.execute(queries["other_databases"]).fetchall():
+        if here and database == here[0]:
+            continue
+        try:
+            with psycopg.connect(conn.info.dsn, password=conn.info.password, dbname=database, autocommit=True) as other:
+                row = other.execute(queries["node_password"], {"role": role}).fetchone()
+        except psycopg.Error:
+            continue  # no Citus there, or not reachable: not where the password is
+        if row is not None:
+            return str(row[0])
+    return None
 
 
 def grant_event_shards(conn: psycopg.Connection[Any]) -> None:

@@ -99,27 +99,12 @@ begin
 end
 $fn$;
 
--- Not carried onto the cluster yet (docs/distributed.md, "What does not work yet"): the budget counters.
--- Their triggers go; so that nothing answers wrong, a budget cannot be created (one made before is refused
--- above). The rollups' delta triggers stay (distribute_rollups.sql rewrites their function for shards);
--- the fold-on-user-deletion trigger and the tenant-deletion trigger go (foreign keys with on delete cascade
--- take the tenant's part).
-do $$
-begin
-  if exists (select from public.usage_budgets) then
-    raise exception 'usage_budgets holds budgets, which the distributed layout does not enforce yet'
-      using errcode = '0A000', hint = 'Delete them, or stay on one node.';
-  end if;
-end
-$$;
+-- The rollups' delta triggers and the budgets' triggers stay (distribute_rollups.sql and
+-- distribute_budgets.sql rewrite their functions for shards); the fold-on-user-deletion trigger and the
+-- tenant-deletion trigger go (foreign keys with on delete cascade take the tenant's part).
 drop trigger usage_rollup_zz_forget_emptied_users_after_update on public.usage_events;
 drop trigger usage_rollup_zz_forget_emptied_users_after_delete on public.usage_events;
-drop trigger usage_budgets_after_insert on public.usage_events;
-drop trigger usage_budgets_after_update on public.usage_events;
-drop trigger usage_budgets_after_delete on public.usage_events;
 drop trigger usage_rollups_forget_deleted_tenants on public.tenants;
-revoke select on public.usage_budget_counters, public.usage_budget_alerts from anon, authenticated, service_role;
-revoke insert on public.usage_budgets from service_role;
 
 -- Policies: Citus cannot create a policy holding a subquery on a distributed (or reference) table, nor
 -- on the local tables it adds to its metadata because they refer to a reference table (the budget
@@ -149,6 +134,9 @@ $$;
 alter table public.usage_events drop constraint usage_events_tenant_id_fkey;
 alter table public.usage_events drop constraint usage_events_user_id_fkey;
 alter table public.usage_events drop constraint usage_events_personal_user_id_fkey;
+-- The same for the budget counters and alerts (distributed with the ledger by distribute_budgets.sql).
+alter table public.usage_budget_counters drop constraint usage_budget_counters_budget_id_fkey;
+alter table public.usage_budget_alerts drop constraint usage_budget_alerts_budget_id_fkey;
 
 -- Reference tables (a copy on every node): what policies and row triggers read on the shards.
 select create_reference_table('auth.users');

@@ -355,6 +355,20 @@ insert into pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo)
 values (0, %(role)s, 'password=' || %(password)s)
 on conflict (nodeid, rolename) do update set authinfo = excluded.authinfo
 
+-- role_can_login --
+-- Whether a role may log in (a request role given a node password by an earlier db distribute on this server).
+select rolcanlogin from pg_catalog.pg_roles where rolname = %(role)s
+
+-- other_databases --
+-- The databases of this server that accept connections (where an earlier db distribute may have stored a role's
+-- node password).
+select datname from pg_catalog.pg_database where datallowconn and not datistemplate order by datname
+
+-- node_password --
+-- The node password Citus holds for a role in this database (pg_dist_authinfo, superusers only).
+select substring(authinfo from '^password=(.*)$') from pg_catalog.pg_dist_authinfo
+where nodeid = 0 and rolename = %(role)s and authinfo ~ '^password='
+
 -- grant_insert_on_event_shards --
 -- After db distribute commits (the shards must be visible to the connections Citus opens): the coordinator
 -- checks the column-level INSERT grants on the statement as written, but the statement it sends to a shard names
