@@ -8,7 +8,8 @@ same machine; the overhead is the difference of their medians. The wrapper's own
 the usage, resolving the attribution, enqueue with its validation) is also timed inline, without
 HTTP: a precise figure where the end-to-end difference is within the noise of a ~1 ms call.
 `Meter(wait=True)` (a commit per call) is measured the same way. Every metered call must be
-stored once: the run checks the row count.
+stored once: the run checks the row count. Then OTLP ingest against record_many
+(bench/integrations_otlp.py): `otlp_vs_record_many`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
-from bench import harness
+from bench import harness, integrations_otlp
 from tests.provider_server import running_provider
 from usagemeter import db
 from usagemeter.integrations import Meter
@@ -130,6 +131,7 @@ def measure(*, database_url: str, tenant_id: uuid.UUID, calls: int) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000, help="bare and metered calls each")
+    parser.add_argument("--spans", type=int, default=20_000, help="GenAI spans posted to /v1/traces (and recorded)")
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     console = Console(stderr=True)
@@ -140,7 +142,13 @@ def main() -> None:
             ).fetchone()
             assert row is not None
             description = harness.server_description(conn)
-        summary = measure(database_url=admin_url, tenant_id=row[0], calls=args.calls)
+        summary: dict[str, Any] = measure(database_url=admin_url, tenant_id=row[0], calls=args.calls)
+        with db.connect(admin_url, autocommit=True) as conn:
+            other = conn.execute(
+                "insert into public.tenants (name, slug) values ('otlp', 'otlp') returning id"
+            ).fetchone()
+            assert other is not None
+        summary |= integrations_otlp.measure_otlp(database_url=admin_url, tenant_id=other[0], spans=args.spans)
     table = Table(title=f"SDK capture, OpenAI chat completions, {args.calls} calls each ({description})")
     for column in ("path", "p50 µs"):
         table.add_column(column, justify="left" if column == "path" else "right")
@@ -153,6 +161,11 @@ def main() -> None:
     console.print(
         f"metered/bare {summary['metered_vs_bare']:.3f}x; added {summary['wrapper_overhead_us_p50']:.1f} µs, "
         f"inline {summary['wrapper_inline_us_p50']:.1f} µs (target < {TARGET_OVERHEAD_US:.0f} µs)",
+        highlight=False,
+    )
+    console.print(
+        f"OTLP ingest {summary['otlp_spans_per_s']:,} spans/s against record_many"
+        f" {summary['record_many_events_per_s']:,} events/s: {summary['otlp_vs_record_many']:.2f}x (target >= 0.5x)",
         highlight=False,
     )
     harness.print_summary(summary)

@@ -43,8 +43,8 @@ BENCHMARKS = {
         ["partitioned_vs_plain_summary", "drop_vs_delete_speedup", "conversion_rows_per_s", "archive_rows_per_s"],
     ),
     "integrations.py": (
-        ["--calls", "40"],
-        ["bare_call_us_p50", "metered_call_us_p50", "wrapper_inline_us_p50", "events_stored"],
+        ["--calls", "40", "--spans", "1500"],
+        ["bare_call_us_p50", "metered_call_us_p50", "wrapper_inline_us_p50", "events_stored", "otlp_vs_record_many"],
     ),
     "reports.py": (
         ["--rows", "5000", "--repeat", "2"],

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from usagemeter.api import metrics, problems
 from usagemeter.api.metrics import RequestMetrics
-from usagemeter.api.routes import billing, dashboard, events, health, tenants, usage
+from usagemeter.api.routes import billing, dashboard, events, health, tenants, traces, usage
 from usagemeter.api.server import Server, ServerConfig
 
 DESCRIPTION = (
@@ -116,7 +116,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     app = FastAPI(title="usagemeter", version="1", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
-    for module in (events, usage, billing, tenants, health):
+    for module in (events, usage, billing, tenants, traces, health):
         app.include_router(module.router)
     dashboard.install(app)
     app.openapi = functools.partial(_document_problems, app)  # type: ignore[method-assign]
