@@ -3,7 +3,8 @@
 Runs on the coordinator, as a superuser, after `db migrate`, in one transaction: distribute.sql
 adds the owner key, distributes usage_events and its key guard by it, makes tenants, members,
 users, prices, budgets and closed periods reference tables, and remakes the policies in a form
-Citus accepts; distribute_rollups.sql lays the rollups out with the ledger. Then, what needs
+Citus accepts; distribute_functions.sql, distribute_rollups.sql and distribute_budgets.sql carry
+the ledger's functions, the rollups and the budgets over. Then, what needs
 values of this installation: the request roles `anon`, `authenticated` and `service_role` get a
 login with a random password that only Citus knows
 (pg_dist_authinfo), since Citus opens the worker connections of a request as its role; and the
